@@ -1,0 +1,146 @@
+// Package config holds the configuration sub-structs both binaries share and
+// the helpers to parse them from the environment and to log them safely.
+//
+// Each binary defines one struct that embeds the parts it needs, parses it
+// once at start with Parse and logs Redacted(cfg).
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Postgres configures the connection pool to the source of truth.
+type Postgres struct {
+	URL      string `env:"DATABASE_URL" envDefault:"postgres://rooms:rooms@127.0.0.1:5432/rooms?sslmode=disable" secret:"url"`
+	MaxConns int32  `env:"PG_MAX_CONNS" envDefault:"16"`
+}
+
+// Redis configures the fan-out bus, presence, tickets and rate limits.
+type Redis struct {
+	Addr     string `env:"REDIS_ADDR" envDefault:"127.0.0.1:6379"`
+	Password string `env:"REDIS_PASSWORD" secret:"true"`
+	DB       int    `env:"REDIS_DB" envDefault:"0"`
+	// Prefix is put in front of every key, so several stacks (or tests) can
+	// share one Redis server.
+	Prefix string `env:"REDIS_PREFIX" envDefault:"rooms:"`
+}
+
+// Kafka configures the intake log.
+type Kafka struct {
+	Brokers    string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:9092"`
+	Topic      string `env:"KAFKA_TOPIC" envDefault:"chat.messages"`
+	Partitions int    `env:"KAFKA_PARTITIONS" envDefault:"8"`
+	// Replication is the replication factor used when the topic is created.
+	Replication int `env:"KAFKA_REPLICATION" envDefault:"1"`
+}
+
+// Log configures the structured logger.
+type Log struct {
+	Level string `env:"LOG_LEVEL" envDefault:"info"`
+}
+
+// Shutdown bounds how long a binary may take to stop.
+type Shutdown struct {
+	Timeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"15s"`
+}
+
+// Parse fills cfg (a pointer to a struct) from getenv.
+func Parse[T any](getenv func(string) string) (T, error) {
+	var cfg T
+	environ := map[string]string{}
+	for _, name := range envNames(reflect.TypeOf(cfg)) {
+		if v := getenv(name); v != "" {
+			environ[name] = v
+		}
+	}
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: environ}); err != nil {
+		return cfg, fmt.Errorf("parse config: %w", err)
+	}
+	return cfg, nil
+}
+
+func envNames(t reflect.Type) []string {
+	var names []string
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if name, ok := f.Tag.Lookup("env"); ok {
+			names = append(names, strings.Split(name, ",")[0])
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
+			names = append(names, envNames(f.Type)...)
+		}
+	}
+	return names
+}
+
+// Redacted returns the configuration as a flat map from environment variable
+// name to value, for logging at start. Fields tagged secret:"true" are masked
+// and fields tagged secret:"url" have the password of their URL masked.
+func Redacted(cfg any) map[string]any {
+	out := map[string]any{}
+	redact(reflect.ValueOf(cfg), out)
+	return out
+}
+
+func redact(v reflect.Value, out map[string]any) {
+	for v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return
+	}
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, ok := f.Tag.Lookup("env")
+		if !ok {
+			if f.Type.Kind() == reflect.Struct {
+				redact(v.Field(i), out)
+			}
+			continue
+		}
+		name = strings.Split(name, ",")[0]
+		val := v.Field(i).Interface()
+		switch f.Tag.Get("secret") {
+		case "true":
+			if v.Field(i).IsZero() {
+				val = ""
+			} else {
+				val = "******"
+			}
+		case "url":
+			val = maskURL(fmt.Sprint(val))
+		}
+		if d, ok := val.(time.Duration); ok {
+			val = d.String()
+		}
+		out[name] = val
+	}
+}
+
+func maskURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "******"
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxxx")
+	}
+	return u.Redacted()
+}
