@@ -1,0 +1,46 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"rooms/shared/config"
+)
+
+type testConfig struct {
+	config.Postgres
+	config.Redis
+	config.Shutdown
+	Secret string `env:"TEST_SECRET" secret:"true"`
+	Port   int    `env:"TEST_PORT" envDefault:"8081"`
+}
+
+func TestParseDefaultsAndOverrides(t *testing.T) {
+	env := map[string]string{"TEST_PORT": "9000", "SHUTDOWN_TIMEOUT": "3s", "TEST_SECRET": "hunter2",
+		"DATABASE_URL": "postgres://u:pw@db:5432/x"}
+	cfg, err := config.Parse[testConfig](func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Port != 9000 || cfg.Shutdown.Timeout != 3*time.Second || cfg.Redis.Addr != "127.0.0.1:6379" || cfg.Redis.Prefix != "rooms:" {
+		t.Fatalf("unexpected config %+v", cfg)
+	}
+	red := config.Redacted(cfg)
+	if red["TEST_SECRET"] != "******" {
+		t.Fatalf("secret not masked: %v", red["TEST_SECRET"])
+	}
+	if s, _ := red["DATABASE_URL"].(string); strings.Contains(s, "pw") || !strings.Contains(s, "db:5432") {
+		t.Fatalf("url password not masked: %v", s)
+	}
+	if red["SHUTDOWN_TIMEOUT"] != "3s" || red["TEST_PORT"] != 9000 {
+		t.Fatalf("unexpected redacted values %v", red)
+	}
+}
+
+func TestParseRejectsBadValues(t *testing.T) {
+	env := map[string]string{"TEST_PORT": "not-a-number"}
+	if _, err := config.Parse[testConfig](func(k string) string { return env[k] }); err == nil {
+		t.Fatal("want an error for a non-numeric port")
+	}
+}
