@@ -13,7 +13,6 @@ import (
 	"rooms/shared/testenv"
 )
 
-
 func TestJoinLeaveAcrossGateways(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := testenv.Redis(t)
