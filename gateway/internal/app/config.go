@@ -1,0 +1,91 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"rooms/gateway/internal/auth"
+	"rooms/shared/config"
+)
+
+// DevJWTSecret is the default signing secret, fit only for local
+// development; set JWT_SECRET everywhere else.
+const DevJWTSecret = "dev-only-insecure-jwt-secret-change-me-0123456789"
+
+// Config is the gateway's whole configuration, parsed once from the
+// environment. Every default works for the local stack.
+type Config struct {
+	config.Postgres
+	config.Redis
+	config.Kafka
+	config.Log
+	config.Shutdown
+
+	HTTPAddr string `env:"HTTP_ADDR" envDefault:"127.0.0.1:8081"`
+	// GatewayID names this instance in presence entries; default hostname-pid.
+	GatewayID string `env:"GATEWAY_ID"`
+
+	JWTSecret  string        `env:"JWT_SECRET" envDefault:"dev-only-insecure-jwt-secret-change-me-0123456789" secret:"true"`
+	AccessTTL  time.Duration `env:"ACCESS_TTL" envDefault:"15m"`
+	RefreshTTL time.Duration `env:"REFRESH_TTL" envDefault:"720h"`
+	TicketTTL  time.Duration `env:"TICKET_TTL" envDefault:"30s"`
+
+	// HashConcurrency bounds concurrent argon2id hashes (19 MiB each).
+	HashConcurrency int `env:"HASH_CONCURRENCY" envDefault:"2"`
+	// AuthRateLimit is login/register attempts per minute per nickname;
+	// AuthRateLimitIP the same per client IP. 0 disables a limit.
+	AuthRateLimit   int `env:"AUTH_RATE_LIMIT" envDefault:"10"`
+	AuthRateLimitIP int `env:"AUTH_RATE_LIMIT_IP" envDefault:"30"`
+	// TrustedProxies lists IPs/CIDRs whose X-Real-IP / X-Forwarded-For
+	// headers are believed for the client IP.
+	TrustedProxies string `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1"`
+	// AllowedOrigins lists the Origins accepted on WebSocket handshakes.
+	AllowedOrigins string `env:"ALLOWED_ORIGINS" envDefault:"http://localhost:8080,http://127.0.0.1:8080"`
+	MaxContent     int    `env:"MAX_CONTENT" envDefault:"2000"`
+
+	HTTPReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"15s"`
+	HTTPIdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"120s"`
+}
+
+// ParseConfig parses and checks the configuration.
+func ParseConfig(getenv func(string) string) (Config, error) {
+	cfg, err := config.Parse[Config](getenv)
+	if err != nil {
+		return cfg, err
+	}
+	if cfg.GatewayID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "gateway"
+		}
+		cfg.GatewayID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	switch {
+	case len(cfg.JWTSecret) < auth.MinSecretLen:
+		return cfg, fmt.Errorf("JWT_SECRET must be at least %d bytes", auth.MinSecretLen)
+	case cfg.AccessTTL <= 0 || cfg.RefreshTTL <= 0 || cfg.TicketTTL <= 0:
+		return cfg, fmt.Errorf("ACCESS_TTL, REFRESH_TTL and TICKET_TTL must be positive")
+	case cfg.HashConcurrency < 1:
+		return cfg, fmt.Errorf("HASH_CONCURRENCY must be at least 1")
+	case cfg.AuthRateLimit < 0 || cfg.AuthRateLimitIP < 0:
+		return cfg, fmt.Errorf("AUTH_RATE_LIMIT and AUTH_RATE_LIMIT_IP must not be negative")
+	case cfg.MaxContent < 1:
+		return cfg, fmt.Errorf("MAX_CONTENT must be at least 1")
+	case strings.Contains(cfg.GatewayID, "|"):
+		return cfg, fmt.Errorf("GATEWAY_ID must not contain '|'")
+	}
+	return cfg, nil
+}
+
+// List splits a comma-separated setting into its trimmed, non-empty items.
+func List(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,285 @@
+// Package httpapi serves the gateway's REST API (API.md: Auth, Rooms,
+// Operations) on Fiber. Every error is answered as {"code","message"} by
+// one error handler (errors.go), the only place that decides statuses.
+//
+// The WebSocket side plugs in through Options: RoomUpgrade serves
+// GET /api/chat/rooms/:id when the request is a WebSocket upgrade (the same
+// path answers the REST GET otherwise), and Routes registers further routes.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/redis/go-redis/v9"
+
+	"rooms/gateway/internal/auth"
+	"rooms/gateway/internal/ratelimit"
+	"rooms/gateway/internal/store"
+)
+
+// BodyLimit is the largest accepted request body.
+const BodyLimit = 64 << 10
+
+// Options configures a Server.
+type Options struct {
+	Auth    *auth.Auth
+	Store   *store.Store
+	Redis   redis.Cmdable
+	Prefix  string // Redis key prefix
+	Limiter *ratelimit.Limiter
+
+	// NicknameLimit and IPLimit bound login and register attempts per
+	// nickname (lower-cased) and per client IP. A zero Rate disables one.
+	NicknameLimit, IPLimit ratelimit.Limit
+
+	// TrustedProxies lists IPs or CIDRs whose X-Real-IP / X-Forwarded-For
+	// headers are believed for the client IP.
+	TrustedProxies []string
+
+	ReadTimeout, IdleTimeout time.Duration
+
+	// RoomUpgrade, when set, serves GET /api/chat/rooms/:id requests that
+	// are WebSocket upgrades; it is tried before the REST handler.
+	RoomUpgrade fiber.Handler
+	// Routes, when set, is called with the /api group to add routes.
+	Routes func(api fiber.Router)
+
+	Logger *slog.Logger
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the HTTP API.
+type Server struct {
+	o        Options
+	app      *fiber.App
+	log      *slog.Logger
+	trusted  []*net.IPNet
+	draining atomic.Bool
+}
+
+// New builds the Fiber app and its routes.
+func New(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Server{o: o, log: o.Logger}
+	for _, p := range o.TrustedProxies {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		n, err := parseNet(p)
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q: %w", p, err)
+		}
+		s.trusted = append(s.trusted, n)
+	}
+	s.app = fiber.New(fiber.Config{
+		AppName:               "rooms-gateway",
+		DisableStartupMessage: true,
+		BodyLimit:             BodyLimit,
+		ReadTimeout:           o.ReadTimeout,
+		IdleTimeout:           o.IdleTimeout,
+		ErrorHandler:          errorHandler(o.Logger),
+	})
+	s.app.Use(recover.New(recover.Config{
+		EnableStackTrace: true,
+		StackTraceHandler: func(c *fiber.Ctx, e any) {
+			s.log.Error("panic in handler", "method", c.Method(), "path", c.Path(), "panic", fmt.Sprint(e))
+		},
+	}))
+	s.app.Use(s.logRequests)
+	s.routes()
+	return s, nil
+}
+
+func parseNet(s string) (*net.IPNet, error) {
+	if strings.Contains(s, "/") {
+		_, n, err := net.ParseCIDR(s)
+		return n, err
+	}
+	ip := net.ParseIP(s)
+	if ip == nil {
+		return nil, errors.New("not an IP address or CIDR")
+	}
+	bits := 128
+	if ip4 := ip.To4(); ip4 != nil {
+		ip, bits = ip4, 32
+	}
+	return &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)}, nil
+}
+
+func (s *Server) routes() {
+	a := s.app
+	a.Get("/healthz", s.healthz)
+	a.Get("/readyz", s.readyz)
+
+	api := a.Group("/api")
+	api.Get("/healthz", s.healthz)
+	api.Get("/readyz", s.readyz)
+
+	api.Post("/user/register", s.register)
+	api.Post("/user/login", s.login)
+	api.Post("/user/refresh", s.refresh)
+	api.Post("/user/logout", s.logout)
+	api.Get("/user/me", s.RequireAuth, s.me)
+	api.Post("/user/ws-ticket", s.RequireAuth, s.wsTicket)
+
+	api.Post("/chat/rooms", s.RequireAuth, s.createRoom)
+	api.Get("/chat/rooms", s.RequireAuth, s.listRooms)
+	api.Get("/chat/rooms/:id", s.upgradeOr(s.RequireAuth), s.getRoom)
+	api.Get("/chat/rooms/:id/clients", s.RequireAuth, s.roomClients)
+	api.Get("/chat/rooms/:id/messages", s.RequireAuth, s.roomMessages)
+
+	if s.o.Routes != nil {
+		s.o.Routes(api)
+	}
+}
+
+// upgradeOr hands WebSocket upgrade requests to Options.RoomUpgrade and
+// everything else to next.
+func (s *Server) upgradeOr(next fiber.Handler) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if s.o.RoomUpgrade != nil && websocket.IsWebSocketUpgrade(c) {
+			return s.o.RoomUpgrade(c)
+		}
+		return next(c)
+	}
+}
+
+// App returns the Fiber app, for tests and for adding middleware.
+func (s *Server) App() *fiber.App { return s.app }
+
+// Serve serves HTTP on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.app.Listener(ln); err != nil {
+		return fmt.Errorf("serve http: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for open requests until
+// ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.app.ShutdownWithContext(ctx); err != nil {
+		return fmt.Errorf("shutdown http: %w", err)
+	}
+	return nil
+}
+
+// SetDraining marks the server as draining: /readyz answers 503 from then on.
+func (s *Server) SetDraining(v bool) { s.draining.Store(v) }
+
+// Draining reports whether SetDraining(true) was called.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// logRequests logs each request at debug level. Only the path is logged,
+// never the query string, which may carry tokens or tickets.
+func (s *Server) logRequests(c *fiber.Ctx) error {
+	start := time.Now()
+	err := c.Next()
+	if s.log.Enabled(c.UserContext(), slog.LevelDebug) {
+		status := c.Response().StatusCode()
+		if err != nil {
+			e, _ := errorFor(err)
+			status = statusOf[e.Kind]
+		}
+		s.log.Debug("request", "method", c.Method(), "path", c.Path(), "status", status,
+			"duration_ms", time.Since(start).Milliseconds(), "ip", s.ClientIP(c))
+	}
+	return err
+}
+
+// ClientIP returns the client's IP address. X-Real-IP, then the rightmost
+// untrusted X-Forwarded-For entry, are believed only when the connection
+// comes from a trusted proxy.
+func (s *Server) ClientIP(c *fiber.Ctx) string {
+	remote := c.Context().RemoteIP()
+	if !s.isTrusted(remote) {
+		return remote.String()
+	}
+	if ip := net.ParseIP(strings.TrimSpace(c.Get("X-Real-IP"))); ip != nil {
+		return ip.String()
+	}
+	if xff := c.Get(fiber.HeaderXForwardedFor); xff != "" {
+		parts := strings.Split(xff, ",")
+		for i := len(parts) - 1; i >= 0; i-- {
+			ip := net.ParseIP(strings.TrimSpace(parts[i]))
+			if ip == nil {
+				break
+			}
+			if !s.isTrusted(ip) || i == 0 {
+				return ip.String()
+			}
+		}
+	}
+	return remote.String()
+}
+
+func (s *Server) isTrusted(ip net.IP) bool {
+	for _, n := range s.trusted {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+const claimsKey = "rooms.claims"
+
+// RequireAuth is middleware that accepts only requests with a valid
+// "Authorization: Bearer <access token>" and stores its claims for ClaimsOf.
+func (s *Server) RequireAuth(c *fiber.Ctx) error {
+	h := c.Get(fiber.HeaderAuthorization)
+	const bearer = "bearer "
+	if len(h) <= len(bearer) || !strings.EqualFold(h[:len(bearer)], bearer) {
+		return auth.ErrInvalidToken
+	}
+	claims, err := s.o.Auth.ParseAccess(strings.TrimSpace(h[len(bearer):]))
+	if err != nil {
+		return err
+	}
+	c.Locals(claimsKey, claims)
+	return c.Next()
+}
+
+// ClaimsOf returns the claims RequireAuth stored for this request.
+func ClaimsOf(c *fiber.Ctx) auth.Claims {
+	claims, _ := c.Locals(claimsKey).(auth.Claims)
+	return claims
+}
+
+func (s *Server) healthz(c *fiber.Ctx) error {
+	return c.JSON(fiber.Map{"status": "ok"})
+}
+
+func (s *Server) readyz(c *fiber.Ctx) error {
+	if s.Draining() {
+		return NewError(KindUnavailable, "server is draining")
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+	defer cancel()
+	if err := s.o.Store.Ping(ctx); err != nil {
+		s.log.Warn("not ready", "dependency", "postgres", "err", err)
+		return NewError(KindUnavailable, "database unavailable")
+	}
+	if err := s.o.Redis.Ping(ctx).Err(); err != nil {
+		s.log.Warn("not ready", "dependency", "redis", "err", err)
+		return NewError(KindUnavailable, "redis unavailable")
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
