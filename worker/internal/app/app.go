@@ -1,0 +1,152 @@
+// Package app wires the worker: configuration, PostgreSQL, Redis, the topic
+// and the consumer pool, and shuts them down in order.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"rooms/shared/config"
+	"rooms/shared/logging"
+	"rooms/shared/message"
+	"rooms/worker/internal/broadcast"
+	"rooms/worker/internal/consume"
+	"rooms/worker/internal/store"
+)
+
+// Config is the worker's configuration, read from the environment.
+type Config struct {
+	config.Postgres
+	config.Redis
+	config.Kafka
+	config.Log
+	config.Shutdown
+
+	// WorkerID names this process in the consumer group and the logs
+	// (default hostname-pid).
+	WorkerID string `env:"WORKER_ID"`
+	// Group is the consumer group all workers share.
+	Group string `env:"KAFKA_GROUP" envDefault:"rooms-workers"`
+	// BatchSize is the most records per partition batch.
+	BatchSize int `env:"BATCH_SIZE" envDefault:"500"`
+	// BatchLinger is how long a batch waits for more records.
+	BatchLinger time.Duration `env:"BATCH_LINGER" envDefault:"5ms"`
+	// MaxAttempts is how many failed tries of a batch (transient errors
+	// aside) come before its records are tried one by one and dead-lettered.
+	MaxAttempts int `env:"MAX_ATTEMPTS" envDefault:"5"`
+	// FanoutMaxLen trims each fan-out stream to about this many entries.
+	FanoutMaxLen int64 `env:"FANOUT_MAXLEN" envDefault:"10000"`
+	// MaxContent is the content length limit, in characters; keep it the
+	// gateway's.
+	MaxContent int `env:"MAX_CONTENT" envDefault:"2000"`
+}
+
+// Run runs the worker until ctx ends, then shuts down within
+// SHUTDOWN_TIMEOUT: the in-flight batches are finished, their offsets
+// committed and the consumer closed.
+func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := config.Parse[Config](getenv)
+	if err != nil {
+		return err
+	}
+	if cfg.WorkerID == "" {
+		host, _ := os.Hostname()
+		cfg.WorkerID = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if cfg.FanoutMaxLen <= 0 {
+		cfg.FanoutMaxLen = message.DefaultFanoutMaxLen
+	}
+	log := logging.New(stdout, cfg.Level, "worker").With("worker_id", cfg.WorkerID)
+	log.Info("starting", "config", config.Redacted(cfg))
+
+	pgCfg, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		pgCfg.MaxConns = cfg.MaxConns
+	}
+	// The pool connects lazily: a database that is down at start delays
+	// the first batch (which retries) instead of failing the process.
+	pool, err := pgxpool.NewWithConfig(ctx, pgCfg)
+	if err != nil {
+		return fmt.Errorf("create postgres pool: %w", err)
+	}
+	defer pool.Close()
+
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB})
+	defer rdb.Close()
+
+	if err := ensureTopic(ctx, cfg); err != nil {
+		return err
+	}
+
+	st := store.New(pool, store.Options{
+		MaxAttempts: cfg.MaxAttempts,
+		MaxContent:  cfg.MaxContent,
+		OnRetry: func(err error, transient bool, try int) {
+			log.Warn("store batch failed", "err", err, "transient", transient, "try", try)
+		},
+	})
+	bc := broadcast.New(rdb, broadcast.Options{
+		Prefix: cfg.Prefix,
+		MaxLen: cfg.FanoutMaxLen,
+		OnRetry: func(err error, try int) {
+			log.Warn("broadcast batch failed", "err", err, "try", try)
+		},
+	})
+	err = consume.Run(ctx, consume.Config{
+		Brokers:     cfg.Brokers,
+		Topic:       cfg.Topic,
+		Group:       cfg.Group,
+		ClientID:    cfg.WorkerID,
+		BatchSize:   cfg.BatchSize,
+		BatchLinger: cfg.BatchLinger,
+		// Leave part of the deadline to the commit and the group leave.
+		DrainTimeout: cfg.Timeout * 3 / 4,
+		// A revoke must finish well within max.poll.interval.ms.
+		RevokeTimeout: min(cfg.Timeout, time.Minute),
+	}, st, bc, log)
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// ensureTopic creates the topic with KAFKA_PARTITIONS partitions and
+// KAFKA_REPLICATION replicas when it does not exist.
+func ensureTopic(ctx context.Context, cfg Config) error {
+	admin, err := kafka.NewAdminClient(&kafka.ConfigMap{
+		"bootstrap.servers":   cfg.Brokers,
+		"enable.metrics.push": false,
+	})
+	if err != nil {
+		return fmt.Errorf("create kafka admin client: %w", err)
+	}
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := admin.CreateTopics(ctx, []kafka.TopicSpecification{{
+		Topic:             cfg.Topic,
+		NumPartitions:     cfg.Partitions,
+		ReplicationFactor: cfg.Replication,
+	}})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", cfg.Topic, err)
+	}
+	for _, r := range res {
+		if code := r.Error.Code(); code != kafka.ErrNoError && code != kafka.ErrTopicAlreadyExists {
+			return fmt.Errorf("create topic %s: %w", r.Topic, r.Error)
+		}
+	}
+	return nil
+}

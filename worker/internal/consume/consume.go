@@ -1,0 +1,396 @@
+// Package consume runs the worker's Kafka consumer: one consumer per process
+// in the workers' group, one goroutine per assigned partition, one batch at a
+// time per partition. A batch is stored in PostgreSQL, appended to the Redis
+// fan-out streams, and only then are its offsets stored for commit.
+//
+// The poll loop never blocks on a partition: it hands records to each
+// partition goroutine through a bounded channel. When a channel is full (the
+// goroutine is busy or stuck retrying a database or Redis that is down), the
+// partition is paused and the records not handed over are dropped; when the
+// goroutine has caught up, the partition is resumed and seeked back to the
+// first record that was dropped. librdkafka purges a paused partition's
+// prefetched records and, on resume, fetches from the last record returned to
+// the application + 1, which is past the dropped ones; hence the seek. The loop
+// keeps polling throughout, so max.poll.interval.ms is never exceeded.
+//
+// Rebalancing is eager (roundrobin): on revoke the callback stops every
+// partition goroutine, waits for its in-flight batch to be stored, broadcast
+// and its offsets stored (at most RevokeTimeout; after that the batch is
+// abandoned uncommitted and the next owner redoes it, which de-duplication
+// makes harmless), commits synchronously, then unassigns. Offsets are
+// committed by librdkafka's auto-commit (only what was stored) and
+// synchronously on revoke and at shutdown.
+package consume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"rooms/shared/message"
+	"rooms/worker/internal/store"
+)
+
+// Saver stores a batch of records and returns the stored messages.
+type Saver interface {
+	Save(ctx context.Context, recs []store.Record) (store.Result, error)
+}
+
+// Appender appends stored messages to the fan-out streams.
+type Appender interface {
+	Append(ctx context.Context, msgs []message.Message) error
+}
+
+// Config configures the consumer.
+type Config struct {
+	Brokers  string
+	Topic    string
+	Group    string
+	ClientID string
+	// BatchSize is the most records in one batch (default 500).
+	BatchSize int
+	// BatchLinger is how long a batch waits for more records after its
+	// first one (default 5ms).
+	BatchLinger time.Duration
+	// QueueSize is the capacity of each partition's channel (default
+	// 2*BatchSize); a full channel pauses the partition.
+	QueueSize int
+	// RevokeTimeout bounds how long a revoke waits for in-flight batches
+	// (default 15s; keep it well under max.poll.interval.ms).
+	RevokeTimeout time.Duration
+	// DrainTimeout bounds how long shutdown waits for in-flight batches
+	// (default 15s).
+	DrainTimeout time.Duration
+	// Extra librdkafka properties, applied last.
+	Extra kafka.ConfigMap
+}
+
+func (c *Config) defaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 500
+	}
+	if c.BatchLinger <= 0 {
+		c.BatchLinger = 5 * time.Millisecond
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 2 * c.BatchSize
+	}
+	if c.RevokeTimeout <= 0 {
+		c.RevokeTimeout = 15 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 15 * time.Second
+	}
+}
+
+// consumer is the state of one Run. parts is only touched by the poll
+// goroutine (the rebalance callback runs inside Poll).
+type consumer struct {
+	cfg   Config
+	log   *slog.Logger
+	saver Saver
+	app   Appender
+	kc    *kafka.Consumer
+	parts map[int32]*partition
+	// base is the parent of the partition goroutines' contexts: not the
+	// caller's, so that shutdown lets in-flight batches finish.
+	base context.Context
+	wg   sync.WaitGroup
+}
+
+// partition is one assigned partition and its goroutine.
+type partition struct {
+	tp       kafka.TopicPartition
+	in       chan *kafka.Message
+	stop     chan struct{} // closed: finish the collected batch, then exit
+	cancel   context.CancelFunc
+	done     chan struct{}
+	paused   bool
+	resumeAt kafka.Offset // first record dropped while paused
+}
+
+// Run consumes cfg.Topic until ctx ends, then finishes the in-flight
+// batches (at most DrainTimeout), commits the stored offsets and closes the
+// consumer so the group hands its partitions over at once.
+func Run(ctx context.Context, cfg Config, saver Saver, app Appender, log *slog.Logger) error {
+	cfg.defaults()
+	conf := kafka.ConfigMap{
+		"bootstrap.servers":             cfg.Brokers,
+		"group.id":                      cfg.Group,
+		"client.id":                     cfg.ClientID,
+		"enable.auto.offset.store":      false,
+		"enable.auto.commit":            true,
+		"auto.commit.interval.ms":       1000,
+		"auto.offset.reset":             "earliest",
+		"partition.assignment.strategy": "roundrobin",
+		"enable.metrics.push":           false,
+		"enable.partition.eof":          false,
+	}
+	for k, v := range cfg.Extra {
+		conf[k] = v
+	}
+	kc, err := kafka.NewConsumer(&conf)
+	if err != nil {
+		return fmt.Errorf("create consumer: %w", err)
+	}
+	c := &consumer{
+		cfg: cfg, log: log, saver: saver, app: app, kc: kc,
+		parts: map[int32]*partition{},
+		base:  context.WithoutCancel(ctx),
+	}
+	if err := kc.SubscribeTopics([]string{cfg.Topic}, c.rebalance); err != nil {
+		_ = kc.Close()
+		return fmt.Errorf("subscribe to %s: %w", cfg.Topic, err)
+	}
+	log.Info("consumer started", "topic", cfg.Topic, "group", cfg.Group)
+
+	var runErr error
+	for ctx.Err() == nil && runErr == nil {
+		switch e := kc.Poll(100).(type) {
+		case *kafka.Message:
+			c.dispatch(e)
+		case kafka.Error:
+			if e.IsFatal() {
+				runErr = fmt.Errorf("consumer: %w", e)
+				break
+			}
+			log.Warn("kafka error", "err", e.Error(), "code", e.Code().String())
+		}
+		c.resumeReady()
+	}
+
+	// Shut down: let the in-flight batches finish, commit what they stored,
+	// then leave the group (Close runs the revoke callback, which finds
+	// nothing left to wait for).
+	c.stopAll(c.cfg.DrainTimeout)
+	c.commit()
+	if err := kc.Close(); err != nil {
+		log.Warn("close consumer", "err", err)
+	}
+	c.wg.Wait()
+	log.Info("consumer stopped")
+	return runErr
+}
+
+// rebalance handles assignments and revocations (eager protocol).
+func (c *consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
+	switch e := ev.(type) {
+	case kafka.AssignedPartitions:
+		if err := kc.Assign(e.Partitions); err != nil {
+			c.log.Error("assign partitions", "err", err)
+			return err
+		}
+		// A partition paused before an earlier revoke stays paused in
+		// librdkafka across a reassignment.
+		if err := kc.Resume(e.Partitions); err != nil {
+			c.log.Warn("resume assigned partitions", "err", err)
+		}
+		for _, tp := range e.Partitions {
+			c.start(tp)
+		}
+		c.log.Info("partitions assigned", "partitions", partitionIDs(e.Partitions))
+	case kafka.RevokedPartitions:
+		c.stopAll(c.cfg.RevokeTimeout)
+		if kc.AssignmentLost() {
+			c.log.Warn("assignment lost: offsets not committed", "partitions", partitionIDs(e.Partitions))
+		} else {
+			c.commit()
+		}
+		if err := kc.Unassign(); err != nil {
+			c.log.Error("unassign partitions", "err", err)
+			return err
+		}
+		c.log.Info("partitions revoked", "partitions", partitionIDs(e.Partitions))
+	}
+	return nil
+}
+
+// start launches the goroutine of a newly assigned partition.
+func (c *consumer) start(tp kafka.TopicPartition) {
+	ctx, cancel := context.WithCancel(c.base)
+	p := &partition{
+		tp:     kafka.TopicPartition{Topic: tp.Topic, Partition: tp.Partition},
+		in:     make(chan *kafka.Message, c.cfg.QueueSize),
+		stop:   make(chan struct{}),
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
+	c.parts[tp.Partition] = p
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(p.done)
+		defer cancel()
+		c.runPartition(ctx, p)
+	}()
+}
+
+// stopAll stops every partition goroutine: each finishes the batch it holds
+// and exits. After timeout the remaining batches are abandoned (their
+// offsets are not stored, so whoever owns the partition next redoes them).
+func (c *consumer) stopAll(timeout time.Duration) {
+	if len(c.parts) == 0 {
+		return
+	}
+	for _, p := range c.parts {
+		close(p.stop)
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for id, p := range c.parts {
+		select {
+		case <-p.done:
+		case <-deadline.C:
+			c.log.Warn("in-flight batch abandoned", "partition", id, "timeout", timeout.String())
+			p.cancel()
+			<-p.done
+			// The timer has fired: abandon the others at once.
+			deadline.Reset(0)
+		}
+		delete(c.parts, id)
+	}
+}
+
+// commit commits the stored offsets synchronously.
+func (c *consumer) commit() {
+	if _, err := c.kc.Commit(); err != nil {
+		var ke kafka.Error
+		if errors.As(err, &ke) && ke.Code() == kafka.ErrNoOffset {
+			return
+		}
+		c.log.Warn("commit offsets", "err", err)
+	}
+}
+
+// dispatch hands a record to its partition's goroutine, or pauses the
+// partition when the goroutine's channel is full.
+func (c *consumer) dispatch(m *kafka.Message) {
+	p := c.parts[m.TopicPartition.Partition]
+	if p == nil || p.paused {
+		// Not ours (any more), or prefetched before the pause: dropped,
+		// the seek on resume fetches it again.
+		return
+	}
+	select {
+	case p.in <- m:
+	default:
+		if err := c.kc.Pause([]kafka.TopicPartition{p.tp}); err != nil {
+			c.log.Error("pause partition", "partition", p.tp.Partition, "err", err)
+		}
+		p.paused = true
+		p.resumeAt = m.TopicPartition.Offset
+		c.log.Info("partition paused", "partition", p.tp.Partition, "resume_at", int64(p.resumeAt))
+	}
+}
+
+// resumeReady resumes the paused partitions whose goroutine has drained half
+// its channel, seeking back to the first record not handed over.
+func (c *consumer) resumeReady() {
+	for _, p := range c.parts {
+		if !p.paused || len(p.in) > cap(p.in)/2 {
+			continue
+		}
+		// Resume first, then seek: Seek on an active partition blocks until
+		// the fetcher moved, and guarantees no record fetched for the old
+		// position reaches Poll afterwards.
+		if err := c.kc.Resume([]kafka.TopicPartition{p.tp}); err != nil {
+			c.log.Error("resume partition", "partition", p.tp.Partition, "err", err)
+			continue
+		}
+		tp := p.tp
+		tp.Offset = p.resumeAt
+		if _, err := c.kc.SeekPartitions([]kafka.TopicPartition{tp}); err != nil {
+			// Without the seek, records would be skipped: stay paused
+			// and try again on the next turn.
+			c.log.Error("seek partition", "partition", p.tp.Partition, "offset", int64(p.resumeAt), "err", err)
+			_ = c.kc.Pause([]kafka.TopicPartition{p.tp})
+			continue
+		}
+		p.paused = false
+		c.log.Info("partition resumed", "partition", p.tp.Partition, "offset", int64(p.resumeAt))
+	}
+}
+
+// runPartition processes the partition's records one batch at a time.
+func (c *consumer) runPartition(ctx context.Context, p *partition) {
+	log := c.log.With("partition", p.tp.Partition)
+	for {
+		batch := c.collect(p)
+		if len(batch) == 0 {
+			return
+		}
+		if err := c.process(ctx, p, batch); err != nil {
+			log.Warn("batch abandoned", "first_offset", int64(batch[0].TopicPartition.Offset), "records", len(batch), "err", err)
+			return
+		}
+	}
+}
+
+// collect waits for a first record (or stop), then takes more until the
+// batch is full or BatchLinger has passed.
+func (c *consumer) collect(p *partition) []*kafka.Message {
+	var first *kafka.Message
+	select {
+	case <-p.stop:
+		return nil
+	case first = <-p.in:
+	}
+	batch := make([]*kafka.Message, 1, c.cfg.BatchSize)
+	batch[0] = first
+	linger := time.NewTimer(c.cfg.BatchLinger)
+	defer linger.Stop()
+	for len(batch) < c.cfg.BatchSize {
+		select {
+		case m := <-p.in:
+			batch = append(batch, m)
+		case <-linger.C:
+			return batch
+		case <-p.stop:
+			return batch
+		}
+	}
+	return batch
+}
+
+// process stores, broadcasts and then stores the offsets of one batch.
+// It returns an error only when ctx ends first.
+func (c *consumer) process(ctx context.Context, p *partition, batch []*kafka.Message) error {
+	recs := make([]store.Record, len(batch))
+	for i, m := range batch {
+		recs[i] = store.Record{
+			Topic:     *m.TopicPartition.Topic,
+			Partition: m.TopicPartition.Partition,
+			Offset:    int64(m.TopicPartition.Offset),
+			Key:       m.Key,
+			Value:     m.Value,
+		}
+	}
+	res, err := c.saver.Save(ctx, recs)
+	if err != nil {
+		return err
+	}
+	if err := c.app.Append(ctx, res.Messages); err != nil {
+		return err
+	}
+	next := p.tp
+	next.Offset = batch[len(batch)-1].TopicPartition.Offset + 1
+	if _, err := c.kc.StoreOffsets([]kafka.TopicPartition{next}); err != nil {
+		return fmt.Errorf("store offset %d: %w", int64(next.Offset), err)
+	}
+	c.log.Debug("batch done", "partition", p.tp.Partition, "records", len(batch),
+		"inserted", res.Inserted, "dead_letters", res.DeadLetters, "next_offset", int64(next.Offset))
+	return nil
+}
+
+func partitionIDs(tps []kafka.TopicPartition) []int32 {
+	ids := make([]int32, len(tps))
+	for i, tp := range tps {
+		ids[i] = tp.Partition
+	}
+	return ids
+}

@@ -1,0 +1,203 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"rooms/shared/message"
+)
+
+// Save stores a batch and returns what it stored. It only returns an error
+// when ctx ends first: transient errors (the server unreachable or shutting
+// down, serialization failures, deadlocks, timeouts) are retried with capped
+// exponential backoff without limit. Other errors count as failed attempts:
+// after MaxAttempts of them the records are tried one by one, and each record
+// that still fails is written to dead_letters, so the partition moves on.
+func (s *Store) Save(ctx context.Context, recs []Record) (Result, error) {
+	if len(recs) == 0 {
+		return Result{}, nil
+	}
+	failures := 0
+	for try := 1; ; try++ {
+		res, err := s.write(ctx, recs, failures+1)
+		if err == nil {
+			return res, nil
+		}
+		if ctx.Err() != nil {
+			return Result{}, fmt.Errorf("store batch of %d: %w", len(recs), ctx.Err())
+		}
+		transient := Transient(err)
+		if !transient {
+			failures++
+		}
+		if s.opts.OnRetry != nil {
+			s.opts.OnRetry(err, transient, try)
+		}
+		if failures >= s.opts.MaxAttempts {
+			break
+		}
+		if err := s.sleep(ctx, try); err != nil {
+			return Result{}, fmt.Errorf("store batch of %d: %w", len(recs), err)
+		}
+	}
+
+	var total Result
+	seen := map[seqKey]bool{}
+	for _, rec := range recs {
+		res, err := s.saveOne(ctx, rec, failures+1)
+		if err != nil {
+			return Result{}, fmt.Errorf("store batch of %d one by one: %w", len(recs), err)
+		}
+		total.Inserted += res.Inserted
+		total.DeadLetters += res.DeadLetters
+		for _, m := range res.Messages {
+			k := seqKey{mustInt(m.RoomID), m.Seq}
+			if !seen[k] {
+				seen[k] = true
+				total.Messages = append(total.Messages, m)
+			}
+		}
+	}
+	sortMessages(total.Messages)
+	return total, nil
+}
+
+// saveOne tries a single record once more (transient errors aside) and
+// dead-letters it when that fails.
+func (s *Store) saveOne(ctx context.Context, rec Record, attempts int) (Result, error) {
+	recs := []Record{rec}
+	var lastErr error
+	for try := 1; ; try++ {
+		var res Result
+		var err error
+		if lastErr == nil {
+			res, err = s.write(ctx, recs, attempts)
+		} else {
+			res, err = s.deadLetter(ctx, rec, lastErr.Error(), attempts)
+		}
+		if err == nil {
+			return res, nil
+		}
+		if ctx.Err() != nil {
+			return Result{}, fmt.Errorf("store record %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, ctx.Err())
+		}
+		transient := Transient(err)
+		if !transient && lastErr == nil {
+			lastErr = err
+		}
+		if s.opts.OnRetry != nil {
+			s.opts.OnRetry(err, transient, try)
+		}
+		if err := s.sleep(ctx, try); err != nil {
+			return Result{}, fmt.Errorf("store record %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err)
+		}
+	}
+}
+
+// deadLetter writes one record to dead_letters in its own statement.
+func (s *Store) deadLetter(ctx context.Context, rec Record, reason string, attempts int) (Result, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	if err := insertDeadLetters(ctx, tx, []deadLetter{{rec, reason, attempts}}); err != nil {
+		return Result{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Result{}, fmt.Errorf("commit: %w", err)
+	}
+	return Result{DeadLetters: 1}, nil
+}
+
+// sleep waits the backoff of the given try: MinBackoff doubled per try,
+// capped at MaxBackoff.
+func (s *Store) sleep(ctx context.Context, try int) error {
+	return Sleep(ctx, Backoff(s.opts.MinBackoff, s.opts.MaxBackoff, try))
+}
+
+// Backoff is min doubled try-1 times, capped at max.
+func Backoff(min, max time.Duration, try int) time.Duration {
+	d := min
+	for i := 1; i < try && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
+
+// Sleep waits d or until ctx ends, and returns ctx's error in that case.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Transient reports whether err is worth retrying as it is: the database
+// unreachable, restarting or shutting down, a serialization failure or
+// deadlock, or a timeout.
+func Transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources (too many connections)
+			strings.HasPrefix(pgErr.Code, "57P"), // admin/crash shutdown, cannot connect now
+			pgErr.Code == "40001",                // serialization_failure
+			pgErr.Code == "40P01",                // deadlock_detected
+			pgErr.Code == "55P03",                // lock_not_available
+			pgErr.Code == "57014":                // query_canceled (statement timeout)
+			return true
+		}
+		return false
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded),
+		pgconn.Timeout(err),
+		pgconn.SafeToRetry(err),
+		errors.As(err, &connErr),
+		errors.As(err, &netErr),
+		errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	}
+	// pgx reports a connection closed under a running query as a plain
+	// error; treat it like the others of its kind.
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection reset") ||
+		strings.Contains(msg, "unexpected EOF")
+}
+
+func sortMessages(ms []message.Message) {
+	sort.SliceStable(ms, func(i, j int) bool {
+		a, b := mustInt(ms[i].RoomID), mustInt(ms[j].RoomID)
+		if a != b {
+			return a < b
+		}
+		return ms[i].Seq < ms[j].Seq
+	})
+}

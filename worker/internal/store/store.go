@@ -1,0 +1,429 @@
+// Package store writes batches of Kafka records to PostgreSQL: it decodes and
+// validates them, de-duplicates them, assigns each room's gapless seq under
+// the room's row lock and inserts the new rows, all in one transaction per
+// batch. Records that can never be stored go to the dead_letters table.
+//
+// A batch costs a fixed number of round trips, whatever its size: begin,
+// check users, lock rooms, look up duplicates, copy the new rows, advance
+// last_seq, record dead letters, commit.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"rooms/shared/message"
+)
+
+// Record is one Kafka record as the store sees it.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+}
+
+// Options tune a Store. Zero values take the defaults.
+type Options struct {
+	// MaxAttempts is how many times a batch may fail with a non-transient
+	// error before its records are tried one by one (default 5).
+	MaxAttempts int
+	// MaxContent is the content length limit in characters
+	// (default message.DefaultMaxContent).
+	MaxContent int
+	// MinBackoff and MaxBackoff bound the pause between retries
+	// (defaults 50ms and 5s).
+	MinBackoff, MaxBackoff time.Duration
+	// OnRetry, when set, is called after every failed try with the error,
+	// whether it is transient and the number of the try (from 1).
+	OnRetry func(err error, transient bool, try int)
+}
+
+// Store writes batches to PostgreSQL.
+type Store struct {
+	pool *pgxpool.Pool
+	opts Options
+}
+
+// New returns a Store writing through pool.
+func New(pool *pgxpool.Pool, opts Options) *Store {
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 5
+	}
+	if opts.MaxContent <= 0 {
+		opts.MaxContent = message.DefaultMaxContent
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 50 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Second
+	}
+	return &Store{pool: pool, opts: opts}
+}
+
+// Result is what one batch produced.
+type Result struct {
+	// Messages are the stored messages of the batch, new ones and
+	// duplicates of already stored ones (with their stored seq), ordered
+	// by room and, per room, by seq. Each stored row appears once.
+	Messages []message.Message
+	// Inserted is how many of Messages were inserted by this batch.
+	Inserted int
+	// DeadLetters is how many records went to the dead_letters table.
+	DeadLetters int
+}
+
+// candidate is a record that decoded and validated.
+type candidate struct {
+	rec      Record
+	msg      message.Message
+	roomID   int64
+	userID   int64
+	id       pgtype.UUID
+	created  time.Time
+	clientID *string
+}
+
+type deadLetter struct {
+	rec      Record
+	reason   string
+	attempts int
+}
+
+// permanentError marks a record that can never be stored, whatever the try.
+type permanentError struct{ reason string }
+
+func (e *permanentError) Error() string { return e.reason }
+
+// decode turns a record into a candidate or says why it can never be stored.
+func (s *Store) decode(rec Record) (candidate, error) {
+	var c candidate
+	c.rec = rec
+	if err := json.Unmarshal(rec.Value, &c.msg); err != nil {
+		return c, &permanentError{"decode value: " + err.Error()}
+	}
+	m := &c.msg
+	m.Seq = 0
+	var err error
+	if c.roomID, err = strconv.ParseInt(m.RoomID, 10, 64); err != nil || c.roomID <= 0 {
+		return c, &permanentError{fmt.Sprintf("invalid room_id %q", m.RoomID)}
+	}
+	if len(rec.Key) > 0 && string(rec.Key) != m.RoomID {
+		return c, &permanentError{fmt.Sprintf("record key %q is not the room_id %q", rec.Key, m.RoomID)}
+	}
+	if c.userID, err = strconv.ParseInt(m.UserID, 10, 64); err != nil || c.userID <= 0 {
+		return c, &permanentError{fmt.Sprintf("invalid user_id %q", m.UserID)}
+	}
+	if err := c.id.Scan(m.ID); err != nil {
+		return c, &permanentError{fmt.Sprintf("invalid id %q", m.ID)}
+	}
+	if m.Nickname == "" {
+		return c, &permanentError{"nickname is empty"}
+	}
+	if err := message.ValidateContent(m.Content, s.opts.MaxContent); err != nil {
+		return c, &permanentError{"invalid content: " + err.Error()}
+	}
+	if m.ClientMsgID != "" {
+		if err := message.ValidateClientMsgID(m.ClientMsgID); err != nil {
+			return c, &permanentError{"invalid client_msg_id: " + err.Error()}
+		}
+		id := m.ClientMsgID
+		c.clientID = &id
+	}
+	if c.created, err = time.Parse(time.RFC3339Nano, m.TimeCreated); err != nil {
+		return c, &permanentError{fmt.Sprintf("invalid time_created %q", m.TimeCreated)}
+	}
+	return c, nil
+}
+
+type clientKey struct {
+	roomID, userID int64
+	clientID       string
+}
+
+type seqKey struct{ roomID, seq int64 }
+
+// write stores one batch in one transaction. attempts is recorded on the
+// dead letters it writes.
+func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result, error) {
+	var res Result
+	var dead []deadLetter
+	// lastSeq is each batch room's last_seq, read under its row lock.
+	lastSeq := map[int64]int64{}
+	var cands []candidate
+	for _, rec := range recs {
+		c, err := s.decode(rec)
+		if err != nil {
+			dead = append(dead, deadLetter{rec, err.Error(), attempts})
+			continue
+		}
+		cands = append(cands, c)
+	}
+
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return res, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+
+	if len(cands) > 0 {
+		// Users: a message of an unknown user would violate the foreign key
+		// and fail the whole batch, so it is dead-lettered up front.
+		userSet := map[int64]bool{}
+		roomSet := map[int64]bool{}
+		for _, c := range cands {
+			userSet[c.userID] = true
+			roomSet[c.roomID] = true
+		}
+		knownUsers, err := queryIDs(ctx, tx, `SELECT id FROM users WHERE id = ANY($1)`, keys(userSet))
+		if err != nil {
+			return res, fmt.Errorf("check users: %w", err)
+		}
+
+		// Rooms are locked in id order so two batches sharing rooms
+		// cannot deadlock; the lock serialises seq assignment per room.
+		rows, err := tx.Query(ctx, `SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE`, keys(roomSet))
+		if err != nil {
+			return res, fmt.Errorf("lock rooms: %w", err)
+		}
+		var id, seq int64
+		if _, err := pgx.ForEachRow(rows, []any{&id, &seq}, func() error { lastSeq[id] = seq; return nil }); err != nil {
+			return res, fmt.Errorf("lock rooms: %w", err)
+		}
+
+		kept := cands[:0]
+		for _, c := range cands {
+			switch {
+			case !knownUsers[c.userID]:
+				dead = append(dead, deadLetter{c.rec, fmt.Sprintf("unknown user %d", c.userID), attempts})
+			case !hasKey(lastSeq, c.roomID):
+				dead = append(dead, deadLetter{c.rec, fmt.Sprintf("unknown room %d", c.roomID), attempts})
+			default:
+				kept = append(kept, c)
+			}
+		}
+		cands = kept
+	}
+
+	byID := map[[16]byte]message.Message{}
+	byClient := map[clientKey]message.Message{}
+	if len(cands) > 0 {
+		if err := s.loadExisting(ctx, tx, cands, byID, byClient); err != nil {
+			return res, err
+		}
+	}
+
+	// Assign seqs in batch order to the rows that are really new; a
+	// duplicate (of a stored row or of an earlier record of the batch)
+	// resolves to that row.
+	var out []message.Message
+	var newRows [][]any
+	seen := map[seqKey]bool{}
+	roomSeq := lastSeq
+	advanced := map[int64]bool{}
+	emit := func(m message.Message) {
+		k := seqKey{mustInt(m.RoomID), m.Seq}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, m)
+		}
+	}
+	for _, c := range cands {
+		if m, ok := byID[c.id.Bytes]; ok {
+			emit(m)
+			continue
+		}
+		if c.clientID != nil {
+			if m, ok := byClient[clientKey{c.roomID, c.userID, *c.clientID}]; ok {
+				emit(m)
+				continue
+			}
+		}
+		roomSeq[c.roomID]++
+		advanced[c.roomID] = true
+		m := c.msg
+		m.Seq = roomSeq[c.roomID]
+		m.ID = uuidString(c.id)
+		m.TimeCreated = message.FormatTime(c.created)
+		byID[c.id.Bytes] = m
+		if c.clientID != nil {
+			byClient[clientKey{c.roomID, c.userID, *c.clientID}] = m
+		}
+		newRows = append(newRows, []any{c.roomID, m.Seq, c.id, c.userID, m.Nickname, m.Content, c.clientID, c.created})
+		emit(m)
+	}
+
+	if len(newRows) > 0 {
+		n, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"},
+			[]string{"room_id", "seq", "id", "user_id", "nickname", "content", "client_msg_id", "time_created"},
+			pgx.CopyFromRows(newRows))
+		if err != nil {
+			return res, fmt.Errorf("insert %d messages: %w", len(newRows), err)
+		}
+		res.Inserted = int(n)
+		var ids, seqs []int64
+		for id, seq := range roomSeq {
+			if advanced[id] {
+				ids = append(ids, id)
+				seqs = append(seqs, seq)
+			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE rooms r SET last_seq = u.last_seq
+			FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_seq)
+			WHERE r.id = u.id AND u.last_seq > r.last_seq`, ids, seqs); err != nil {
+			return res, fmt.Errorf("advance last_seq: %w", err)
+		}
+	}
+
+	if len(dead) > 0 {
+		if err := insertDeadLetters(ctx, tx, dead); err != nil {
+			return res, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return res, fmt.Errorf("commit: %w", err)
+	}
+	sortMessages(out)
+	res.Messages = out
+	res.DeadLetters = len(dead)
+	return res, nil
+}
+
+// loadExisting finds the stored rows the candidates duplicate, by id or by
+// (room_id, user_id, client_msg_id).
+func (s *Store) loadExisting(ctx context.Context, tx pgx.Tx, cands []candidate, byID map[[16]byte]message.Message, byClient map[clientKey]message.Message) error {
+	ids := make([]pgtype.UUID, 0, len(cands))
+	var rooms, users []int64
+	var clients []string
+	for _, c := range cands {
+		ids = append(ids, c.id)
+		if c.clientID != nil {
+			rooms = append(rooms, c.roomID)
+			users = append(users, c.userID)
+			clients = append(clients, *c.clientID)
+		}
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT m.room_id, m.seq, m.id, m.user_id, m.nickname, m.content, m.client_msg_id, m.time_created
+		FROM messages m WHERE m.id = ANY($1)
+		UNION
+		SELECT m.room_id, m.seq, m.id, m.user_id, m.nickname, m.content, m.client_msg_id, m.time_created
+		FROM messages m
+		JOIN unnest($2::bigint[], $3::bigint[], $4::text[]) AS k(room_id, user_id, client_msg_id)
+		  ON m.room_id = k.room_id AND m.user_id = k.user_id AND m.client_msg_id = k.client_msg_id`,
+		ids, rooms, users, clients)
+	if err != nil {
+		return fmt.Errorf("look up duplicates: %w", err)
+	}
+	var (
+		roomID, seq, userID int64
+		id                  pgtype.UUID
+		nickname, content   string
+		clientID            *string
+		created             time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&roomID, &seq, &id, &userID, &nickname, &content, &clientID, &created}, func() error {
+		m := message.Message{
+			ID:          uuidString(id),
+			Seq:         seq,
+			RoomID:      strconv.FormatInt(roomID, 10),
+			UserID:      strconv.FormatInt(userID, 10),
+			Nickname:    nickname,
+			Content:     content,
+			TimeCreated: message.FormatTime(created),
+		}
+		byID[id.Bytes] = m
+		if clientID != nil {
+			m.ClientMsgID = *clientID
+			byID[id.Bytes] = m
+			byClient[clientKey{roomID, userID, *clientID}] = m
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("look up duplicates: %w", err)
+	}
+	return nil
+}
+
+func insertDeadLetters(ctx context.Context, tx pgx.Tx, dead []deadLetter) error {
+	var (
+		topics   []string
+		parts    []int32
+		offsets  []int64
+		keys     [][]byte
+		payloads [][]byte
+		reasons  []string
+		attempts []int32
+	)
+	for _, d := range dead {
+		topics = append(topics, d.rec.Topic)
+		parts = append(parts, d.rec.Partition)
+		offsets = append(offsets, d.rec.Offset)
+		keys = append(keys, d.rec.Key)
+		payload := d.rec.Value
+		if payload == nil {
+			payload = []byte{}
+		}
+		payloads = append(payloads, payload)
+		reasons = append(reasons, d.reason)
+		attempts = append(attempts, int32(d.attempts))
+	}
+	// ON CONFLICT makes a re-delivered record (after a crash before its
+	// offset was committed) land once.
+	_, err := tx.Exec(ctx, `
+		INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, record_key, payload, error, attempts)
+		SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[], $7::int[])
+		ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING`,
+		topics, parts, offsets, keys, payloads, reasons, attempts)
+	if err != nil {
+		return fmt.Errorf("insert %d dead letters: %w", len(dead), err)
+	}
+	return nil
+}
+
+func queryIDs(ctx context.Context, tx pgx.Tx, sql string, ids []int64) (map[int64]bool, error) {
+	rows, err := tx.Query(ctx, sql, ids)
+	if err != nil {
+		return nil, err
+	}
+	found := map[int64]bool{}
+	var id int64
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error { found[id] = true; return nil })
+	return found, err
+}
+
+func keys(set map[int64]bool) []int64 {
+	out := make([]int64, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+func hasKey(m map[int64]int64, k int64) bool {
+	_, ok := m[k]
+	return ok
+}
+
+func mustInt(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+func uuidString(u pgtype.UUID) string {
+	v, _ := u.Value()
+	s, _ := v.(string)
+	return s
+}
