@@ -94,14 +94,20 @@ func New(rdb redis.UniversalClient, prefix string, store Store, sink Sink, logge
 	return &Reader{rdb: rdb, prefix: prefix, store: store, sink: sink, logger: logger, opt: opt, rooms: map[int64]int64{}}
 }
 
-// Track starts sequencing roomID after lastSeq, the room's last seq as read
-// from PostgreSQL by the local socket that made the room tracked. A room
-// already tracked keeps its state.
-func (r *Reader) Track(roomID, lastSeq int64) {
+// unknown marks a tracked room whose first message has not been seen yet.
+const unknown = -1
+
+// Track starts sequencing roomID, with an unknown state: the first message
+// seen for it is delivered as is and becomes the baseline. Call it when the
+// room's first local socket registers for delivery, before that socket
+// reads the room's state from PostgreSQL: every message stored after that
+// read is then appended after Track and delivered, and each socket skips
+// what it already has. A room already tracked keeps its state.
+func (r *Reader) Track(roomID int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.rooms[roomID]; !ok {
-		r.rooms[roomID] = lastSeq
+		r.rooms[roomID] = unknown
 	}
 }
 
@@ -112,12 +118,13 @@ func (r *Reader) Untrack(roomID int64) {
 	delete(r.rooms, roomID)
 }
 
-// LastSeq returns the last seq delivered for roomID, if it is tracked.
+// LastSeq returns the last seq delivered for roomID, if it is tracked and
+// a message of it has been seen.
 func (r *Reader) LastSeq(roomID int64) (int64, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s, ok := r.rooms[roomID]
-	return s, ok
+	return s, ok && s != unknown
 }
 
 // Ready reports whether the last read from Redis succeeded.
@@ -245,12 +252,14 @@ func decode(data string, v any, room func() string) (int64, error) {
 
 // message delivers m after any missing seqs of its room.
 func (r *Reader) message(ctx context.Context, roomID int64, m message.Message) {
-	last, ok := r.LastSeq(roomID)
+	r.mu.Lock()
+	last, ok := r.rooms[roomID]
+	r.mu.Unlock()
 	if !ok || m.Seq <= last {
 		return
 	}
 	msgs := []message.Message{m}
-	if m.Seq > last+1 {
+	if last != unknown && m.Seq > last+1 {
 		missing, err := r.backfill(ctx, roomID, last, m.Seq)
 		if err != nil {
 			// Deliver what we have: every connection repairs its own gap

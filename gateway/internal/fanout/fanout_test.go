@@ -127,9 +127,9 @@ func TestReaderDedupesAndRepairsGaps(t *testing.T) {
 		}
 	}()
 	waitFor(t, "reader ready", r.Ready)
-	r.Track(roomID, 1)
+	r.Track(roomID)
 
-	// 2, 2 (duplicate), 5 (gap: 3 and 4 from PostgreSQL), 4 (old), 6,
+	// 2 (the baseline), 2 (duplicate), 5 (gap: 3 and 4 from PostgreSQL), 4 (old), 6,
 	// then a jump to 8 (7 from PostgreSQL).
 	for _, i := range []int{2, 2, 5, 4, 6, 8} {
 		xadd(t, rdb, prefix, roomID, message.KindMessage, msgs[i-1])
