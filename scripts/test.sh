@@ -19,22 +19,32 @@ mapfile -t modules < <(go list -m -f '{{.Dir}}' | sed "s#^$ROOT/##")
 patterns=()
 for m in "${modules[@]}"; do patterns+=("./$m/..."); done
 
-step "go vet ${patterns[*]}"
-go vet "${patterns[@]}"
-
-step "staticcheck ${patterns[*]}"
-go tool staticcheck "${patterns[@]}"
-
-# govulncheck works on one module at a time.
-for m in "${modules[@]}"; do
-	step "govulncheck ./$m/..."
-	if ! go tool govulncheck -db "${GOVULNDB:-https://vuln.go.dev}" -C "$m" ./...; then
-		printf 'test: govulncheck failed for %s (a known vulnerability, or the database at %s is unreachable: set GOVULNDB to a reachable mirror)\n' "$m" "${GOVULNDB:-https://vuln.go.dev}" >&2
-		exit 1
+failed=()
+# check runs one step and records its failure, so one failing step does not
+# hide the results of the others; the script fails at the end if any failed.
+check() {
+	local name=$1
+	shift
+	step "$name"
+	if ! "$@"; then
+		printf 'test: FAILED: %s\n' "$name" >&2
+		failed+=("$name")
 	fi
+}
+
+check "go vet ${patterns[*]}" go vet "${patterns[@]}"
+check "staticcheck ${patterns[*]}" go tool staticcheck "${patterns[@]}"
+check "go test -race ${patterns[*]}" go test -race -count=1 -timeout "${TEST_TIMEOUT:-20m}" "${patterns[@]}"
+# govulncheck works on one module at a time. It needs its vulnerability
+# database: an unreachable one is a failure (set GOVULNDB to a mirror).
+for m in "${modules[@]}"; do
+	check "govulncheck ./$m/... (db ${GOVULNDB:-https://vuln.go.dev})" \
+		go tool govulncheck -db "${GOVULNDB:-https://vuln.go.dev}" -C "$m" ./...
 done
 
-step "go test -race ${patterns[*]}"
-go test -race -count=1 -timeout "${TEST_TIMEOUT:-20m}" "${patterns[@]}"
-
+if [[ ${#failed[@]} -gt 0 ]]; then
+	printf '\ntest: %d step(s) failed:\n' "${#failed[@]}" >&2
+	printf '  %s\n' "${failed[@]}" >&2
+	exit 1
+fi
 printf '\ntest: all checks passed\n'
