@@ -16,10 +16,11 @@ import (
 
 // decode parses the request body as one JSON object into dst. The content
 // type is not checked (a missing or different one is accepted); unknown
-// fields are ignored. Malformed JSON is invalid_json; a field of the wrong
+// fields are ignored. The raw body is used: a Content-Encoding is not
+// undone (so a small compressed body cannot expand past the size limit). Malformed JSON is invalid_json; a field of the wrong
 // type is validation_failed naming the field.
 func decode(c *fiber.Ctx, dst any) error {
-	body := c.Body()
+	body := c.Request().Body()
 	if len(bytes.TrimSpace(body)) == 0 {
 		return NewError(KindInvalidJSON, "request body must be a JSON object")
 	}

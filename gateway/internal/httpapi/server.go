@@ -30,6 +30,13 @@ import (
 // BodyLimit is the largest accepted request body.
 const BodyLimit = 64 << 10
 
+// readLimit is the largest body the server reads at all. Bodies between
+// BodyLimit and readLimit are read and answered 413 by limitBody: when
+// fasthttp itself refuses a body it answers and closes the connection
+// without reading the rest, so a client still sending sees a broken pipe
+// instead of the 413. Bodies over readLimit get that treatment.
+const readLimit = 1 << 20
+
 // Options configures a Server.
 type Options struct {
 	Auth    *auth.Auth
@@ -91,10 +98,13 @@ func New(o Options) (*Server, error) {
 	s.app = fiber.New(fiber.Config{
 		AppName:               "rooms-gateway",
 		DisableStartupMessage: true,
-		BodyLimit:             BodyLimit,
-		ReadTimeout:           o.ReadTimeout,
-		IdleTimeout:           o.IdleTimeout,
-		ErrorHandler:          errorHandler(o.Logger),
+		BodyLimit:             readLimit,
+		// Room for long Authorization headers, so an oversized token is
+		// answered 401 by the token check rather than 431.
+		ReadBufferSize: 16 << 10,
+		ReadTimeout:    o.ReadTimeout,
+		IdleTimeout:    o.IdleTimeout,
+		ErrorHandler:   errorHandler(o.Logger),
 	})
 	s.app.Use(recover.New(recover.Config{
 		EnableStackTrace: true,
@@ -103,6 +113,7 @@ func New(o Options) (*Server, error) {
 		},
 	}))
 	s.app.Use(s.logRequests)
+	s.app.Use(limitBody)
 	s.routes()
 	return s, nil
 }
@@ -202,6 +213,14 @@ func (s *Server) logRequests(c *fiber.Ctx) error {
 			"duration_ms", time.Since(start).Milliseconds(), "ip", s.ClientIP(c))
 	}
 	return err
+}
+
+// limitBody answers 413 for a body over BodyLimit.
+func limitBody(c *fiber.Ctx) error {
+	if len(c.Request().Body()) > BodyLimit {
+		return NewError(KindTooLarge, "request body is larger than 64 KiB")
+	}
+	return c.Next()
 }
 
 // ClientIP returns the client's IP address. X-Real-IP, then the rightmost
