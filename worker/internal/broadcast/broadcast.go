@@ -105,19 +105,13 @@ func (b *Broadcaster) appendOnce(ctx context.Context, args []*redis.XAddArgs) er
 	return nil
 }
 
-func backoff(min, max time.Duration, try int) time.Duration {
-	d := min
-	for i := 1; i < try && d < max; i++ {
+// backoff is lo doubled try-1 times, capped at hi.
+func backoff(lo, hi time.Duration, try int) time.Duration {
+	d := lo
+	for i := 1; i < try && d < hi; i++ {
 		d *= 2
 	}
-	return min2(d, max)
-}
-
-func min2(a, b time.Duration) time.Duration {
-	if a < b {
-		return a
-	}
-	return b
+	return min(d, hi)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

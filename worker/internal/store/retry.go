@@ -125,16 +125,13 @@ func (s *Store) sleep(ctx context.Context, try int) error {
 	return Sleep(ctx, Backoff(s.opts.MinBackoff, s.opts.MaxBackoff, try))
 }
 
-// Backoff is min doubled try-1 times, capped at max.
-func Backoff(min, max time.Duration, try int) time.Duration {
-	d := min
-	for i := 1; i < try && d < max; i++ {
+// Backoff is lo doubled try-1 times, capped at hi.
+func Backoff(lo, hi time.Duration, try int) time.Duration {
+	d := lo
+	for i := 1; i < try && d < hi; i++ {
 		d *= 2
 	}
-	if d > max {
-		d = max
-	}
-	return d
+	return min(d, hi)
 }
 
 // Sleep waits d or until ctx ends, and returns ctx's error in that case.
