@@ -36,7 +36,9 @@ type App struct {
 	Redis  *redis.Client
 	Store  *store.Store
 	Auth   *auth.Auth
-	HTTP   *httpapi.Server
+	// Limiter holds rate-limit state in Redis, shared by all gateways.
+	Limiter *ratelimit.Limiter
+	HTTP    *httpapi.Server
 }
 
 // connectTimeout bounds the initial connection checks.
@@ -82,9 +84,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 
+	a.Limiter = ratelimit.New(a.Redis, cfg.Redis.Prefix)
+
+	// Components of the WebSocket side (producer, fan-out reader, hub) are
+	// built here and plugged in through httpapi.Options.RoomUpgrade and
+	// httpapi.Options.Routes.
 	if a.HTTP, err = httpapi.New(httpapi.Options{
 		Auth: a.Auth, Store: a.Store, Redis: a.Redis, Prefix: cfg.Redis.Prefix,
-		Limiter:        ratelimit.New(a.Redis, cfg.Redis.Prefix),
+		Limiter:        a.Limiter,
 		NicknameLimit:  ratelimit.PerMinute(cfg.AuthRateLimit),
 		IPLimit:        ratelimit.PerMinute(cfg.AuthRateLimitIP),
 		TrustedProxies: List(cfg.TrustedProxies),

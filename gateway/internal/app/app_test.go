@@ -1,0 +1,121 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"rooms/gateway/internal/app"
+	"rooms/shared/testenv"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfig(t *testing.T) {
+	cfg, err := app.ParseConfig(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTPAddr != "127.0.0.1:8081" || cfg.AccessTTL != 15*time.Minute || cfg.RefreshTTL != 720*time.Hour ||
+		cfg.TicketTTL != 30*time.Second || cfg.HashConcurrency != 2 || cfg.MaxContent != 2000 ||
+		cfg.TrustedProxies != "127.0.0.1" || cfg.GatewayID == "" || cfg.JWTSecret != app.DevJWTSecret {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	bad := []map[string]string{
+		{"JWT_SECRET": "short"},
+		{"ACCESS_TTL": "0s"},
+		{"ACCESS_TTL": "soon"},
+		{"HASH_CONCURRENCY": "0"},
+		{"AUTH_RATE_LIMIT": "-1"},
+		{"GATEWAY_ID": "a|b"},
+	}
+	for _, m := range bad {
+		if _, err := app.ParseConfig(env(m)); err == nil {
+			t.Errorf("%v accepted", m)
+		}
+	}
+	if got := app.List(" a, ,b ,"); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Fatalf("List = %q", got)
+	}
+}
+
+func TestRunFailsClearlyWithoutDependencies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := app.Run(ctx, env(map[string]string{
+		"DATABASE_URL": "postgres://rooms:secretpw@127.0.0.1:1/rooms?sslmode=disable",
+	}), &out)
+	if err == nil || !strings.Contains(err.Error(), "postgres") || strings.Contains(err.Error(), "secretpw") {
+		t.Fatalf("Run = %v", err)
+	}
+	if strings.Contains(out.String(), "secretpw") || strings.Contains(out.String(), app.DevJWTSecret) {
+		t.Fatalf("secret logged: %s", out.String())
+	}
+}
+
+func TestServeReadinessAndShutdown(t *testing.T) {
+	db := testenv.Postgres(t)
+	_, prefix := testenv.Redis(t)
+	cfg, err := app.ParseConfig(env(map[string]string{
+		"DATABASE_URL": db.DSN, "REDIS_ADDR": testenv.RedisAddr(), "REDIS_PREFIX": prefix,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := app.New(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	base := "http://" + ln.Addr().String()
+	status := func(path string) int {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := status("/readyz"); s != 200 {
+		t.Fatalf("readyz = %d", s)
+	}
+	a.HTTP.SetDraining(true)
+	if s := status("/readyz"); s != 503 {
+		t.Fatalf("readyz while draining = %d", s)
+	}
+	a.HTTP.SetDraining(false)
+	_ = a.Redis.Close() // a dependency that does not answer
+	if s := status("/readyz"); s != 503 {
+		t.Fatalf("readyz without redis = %d", s)
+	}
+	if s := status("/healthz"); s != 200 {
+		t.Fatalf("healthz = %d", s)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve = %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Serve did not return after cancel")
+	}
+}
