@@ -9,13 +9,17 @@
 #   4. installs the npm tools of package.json (dbmate) when node_modules is
 #      missing or older than the lock file.
 # It fails with a clear message when something cannot be made to work.
+#
+# Environment: SETUP_PG_PORT (default 5432) and SETUP_REDIS_PORT (default
+# 6379) choose the local ports checked and started; SETUP_WAIT_SECONDS (default
+# 60) how long to wait for a started server to answer.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_HOST=127.0.0.1
-PG_PORT=5432
+PG_PORT=${SETUP_PG_PORT:-5432}
 REDIS_HOST=127.0.0.1
-REDIS_PORT=6379
+REDIS_PORT=${SETUP_REDIS_PORT:-6379}
 WAIT_SECONDS=${SETUP_WAIT_SECONDS:-60}
 
 say() { printf 'setup: %s\n' "$*"; }
