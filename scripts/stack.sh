@@ -84,13 +84,14 @@ pid_of() {
 }
 
 # is_running is true when the pid file of name points to a live process
-# running that name's binary (a stale pid reused by another program is not ours).
+# running that name's binary (a stale pid reused by another program is not
+# ours, and an exited process not yet reaped by its parent is not live).
 is_running() {
-	local pid comm
+	local pid stat comm
 	pid=$(pid_of "$1") || return 1
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	comm=$(ps -o comm= -p "$pid" 2>/dev/null) || return 1
-	[[ $comm == "$(binary_of "$1")" ]]
+	read -r stat comm < <(ps -o stat=,comm= -p "$pid" 2>/dev/null) || return 1
+	[[ $stat != Z* && $comm == "$(binary_of "$1")" ]]
 }
 
 # tail_log shows the end of a process's log after a failure.
