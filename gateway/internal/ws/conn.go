@@ -1,0 +1,449 @@
+package ws
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gofiber/contrib/websocket"
+	"github.com/google/uuid"
+
+	"rooms/gateway/internal/auth"
+	"rooms/gateway/internal/presence"
+	"rooms/gateway/internal/produce"
+	"rooms/shared/message"
+)
+
+// frame is one queued outgoing text frame. seq is the message's seq for
+// message frames (0 for every other frame); the writer uses it to skip what
+// the connection already has and to repair a gap.
+type frame struct {
+	seq  int64
+	data []byte
+}
+
+// conn is one open WebSocket.
+type conn struct {
+	srv    *Server
+	ws     *websocket.Conn
+	id     string
+	roomID int64
+	claims auth.Claims
+	userID string
+	v2     bool
+	logger *slog.Logger
+
+	queue chan frame
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed by close
+	closeCode int           // written once before closing is closed
+	closeText string
+
+	readerDone chan struct{} // closed when the reader loop has ended
+	done       chan struct{} // closed when the handler has cleaned up
+
+	// last is the highest seq written; owned by the writer goroutine.
+	last int64
+
+	rateRefusals int // consecutive refused sends; reader goroutine only
+	lastTyping   time.Time
+}
+
+// enqueue queues f without ever blocking: a full queue means the client is
+// too slow and it is closed with 4008.
+func (c *conn) enqueue(f frame) {
+	select {
+	case c.queue <- f:
+	default:
+		c.close(CloseTooSlow, "too slow")
+	}
+}
+
+// close asks the writer to send a close frame with code (0: none) and end
+// the connection. Only the first call counts.
+func (c *conn) close(code int, text string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeText = code, text
+		close(c.closing)
+	})
+}
+
+func (c *conn) presenceConn() presence.Conn {
+	return presence.Conn{RoomID: c.roomID, ConnID: c.id, UserID: c.userID, Nickname: c.claims.Nickname}
+}
+
+// serve runs one upgraded connection: register for live delivery, read the
+// room's state, start the writer with the first frames, then read client
+// frames until the connection ends.
+func (s *Server) serve(ws *websocket.Conn) {
+	sess, _ := ws.Locals(sessionKey).(*session)
+	if sess == nil {
+		return
+	}
+	s.conns.Add(1)
+	defer s.conns.Done()
+	c := &conn{
+		srv: s, ws: ws, id: uuid.NewString(), roomID: sess.roomID, claims: sess.claims,
+		userID: strconv.FormatInt(sess.claims.UserID, 10), v2: ws.Subprotocol() == Subprotocol,
+		queue: make(chan frame, s.cfg.SendQueue), closing: make(chan struct{}),
+		readerDone: make(chan struct{}), done: make(chan struct{}),
+	}
+	c.logger = s.logger.With("conn_id", c.id, "room_id", c.roomID, "user_id", c.userID, "v2", c.v2)
+	defer close(c.done)
+
+	// Register first, then read the room's state: every message stored
+	// after that read is delivered live to this connection, and the writer
+	// skips live messages the first frames already cover.
+	s.hub.add(c)
+	defer s.hub.remove(c)
+	if s.draining.Load() {
+		c.close(CloseGoingAway, "server draining")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	initial, last, err := s.initialFrames(ctx, c, sess.sinceSeq)
+	cancel()
+	if err != nil {
+		c.logger.Error("websocket initial state", "error", err)
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1011, "unavailable"), time.Now().Add(time.Second))
+		return
+	}
+
+	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if _, err := s.presence.Join(pctx, c.presenceConn()); err != nil {
+		c.logger.Warn("presence join failed", "error", err)
+	}
+	pcancel()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := s.presence.Leave(ctx, c.presenceConn()); err != nil {
+			c.logger.Warn("presence leave failed", "error", err)
+		}
+	}()
+
+	var expiry *time.Timer
+	if !c.claims.ExpiresAt.IsZero() {
+		expiry = time.AfterFunc(time.Until(c.claims.ExpiresAt), func() { c.close(CloseTokenExpired, "token expired") })
+		defer expiry.Stop()
+	}
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop(initial, last)
+	}()
+	c.readLoop()
+	close(c.readerDone)
+	c.close(0, "")
+	<-writerDone
+}
+
+// initialFrames reads the room's state after registration and returns the
+// frames to send first and the last seq they cover.
+func (s *Server) initialFrames(ctx context.Context, c *conn, since int64) ([][]byte, int64, error) {
+	if !c.v2 {
+		msgs, err := s.deps.Store.LatestMessages(ctx, c.roomID, s.cfg.History)
+		if err != nil {
+			return nil, 0, err
+		}
+		var last int64
+		if n := len(msgs); n > 0 {
+			last = msgs[n-1].Seq
+		}
+		return [][]byte{encodeLegacyHistory(msgs)}, last, nil
+	}
+	room, err := s.deps.Store.Room(ctx, c.roomID)
+	if err != nil {
+		return nil, 0, err
+	}
+	w := welcomeFrame{
+		Type: "welcome", RoomID: strconv.FormatInt(c.roomID, 10), UserID: c.userID,
+		Nickname: c.claims.Nickname, LastSeq: room.LastSeq, Recovered: true,
+	}
+	if since < 0 || since == room.LastSeq {
+		return [][]byte{mustJSON(w)}, room.LastSeq, nil
+	}
+	if since > room.LastSeq || room.LastSeq-since > int64(s.cfg.MaxReplay) {
+		w.Recovered = false
+		return [][]byte{mustJSON(w)}, room.LastSeq, nil
+	}
+	msgs, err := s.deps.Store.MessagesAfter(ctx, c.roomID, since, int(room.LastSeq-since))
+	if err != nil {
+		return nil, 0, err
+	}
+	frames := [][]byte{mustJSON(w)}
+	next := since + 1
+	for _, m := range msgs {
+		if m.Seq != next {
+			break
+		}
+		frames = append(frames, encodeV2Message(m))
+		next++
+	}
+	if next-1 != room.LastSeq {
+		// The store did not return every seq it claims to have: do not
+		// pretend to have recovered.
+		w.Recovered = false
+		return [][]byte{mustJSON(w)}, room.LastSeq, nil
+	}
+	return frames, room.LastSeq, nil
+}
+
+// writeLoop is the only writer of the socket: first frames, then the queue,
+// pings, and finally the close frame.
+func (c *conn) writeLoop(initial [][]byte, last int64) {
+	cfg := c.srv.cfg
+	defer c.ws.Close()
+	for _, b := range initial {
+		if err := c.write(b); err != nil {
+			c.close(0, "")
+			return
+		}
+	}
+	c.last = last
+	ping := time.NewTicker(cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		// A pending close wins over queued frames.
+		select {
+		case <-c.closing:
+			c.writeClose()
+			return
+		default:
+		}
+		select {
+		case <-c.closing:
+			c.writeClose()
+			return
+		case f := <-c.queue:
+			if err := c.writeFrame(f); err != nil {
+				c.close(0, "")
+				c.logger.Debug("websocket write failed", "error", err)
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				c.close(0, "")
+			}
+		}
+	}
+}
+
+func (c *conn) write(b []byte) error {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	return c.ws.WriteMessage(websocket.TextMessage, b)
+}
+
+// writeFrame writes f, skipping message frames the connection already has
+// and first repairing a gap before a later one from PostgreSQL, so that
+// each seq reaches the client once and in order.
+func (c *conn) writeFrame(f frame) error {
+	if f.seq == 0 {
+		return c.write(f.data)
+	}
+	if f.seq <= c.last {
+		return nil
+	}
+	if f.seq > c.last+1 {
+		if err := c.repair(f.seq); err != nil {
+			c.logger.Warn("connection gap repair failed", "after_seq", c.last, "seq", f.seq, "error", err)
+			c.close(CloseTooSlow, "missed messages, resume")
+			return nil
+		}
+	}
+	if err := c.write(f.data); err != nil {
+		return err
+	}
+	c.last = f.seq
+	return nil
+}
+
+var errGap = errors.New("gap too large or not stored")
+
+func (c *conn) repair(before int64) error {
+	n := before - c.last - 1
+	if n > int64(c.srv.cfg.MaxReplay) {
+		return errGap
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	msgs, err := c.srv.deps.Store.MessagesAfter(ctx, c.roomID, c.last, int(n))
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if m.Seq != c.last+1 {
+			return errGap
+		}
+		b := encodeLegacyMessage(m)
+		if c.v2 {
+			b = encodeV2Message(m)
+		}
+		if err := c.write(b); err != nil {
+			return err
+		}
+		c.last = m.Seq
+	}
+	if c.last != before-1 {
+		return errGap
+	}
+	return nil
+}
+
+// writeClose sends the close frame and gives the client a moment to answer
+// it, so that the close code reaches the client before the TCP connection
+// ends.
+func (c *conn) writeClose() {
+	if c.closeCode == 0 {
+		return
+	}
+	_ = c.ws.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(c.srv.cfg.WriteTimeout))
+	select {
+	case <-c.readerDone:
+	case <-time.After(2 * time.Second):
+	}
+}
+
+// readLoop reads client frames until the connection fails or closes.
+func (c *conn) readLoop() {
+	cfg := c.srv.cfg
+	c.ws.SetReadLimit(cfg.ReadLimit)
+	_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+	})
+	for {
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.close(CloseTooBig, "frame too large")
+			}
+			return
+		}
+		// Any frame proves the peer is alive.
+		_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+		select {
+		case <-c.closing:
+			return
+		default:
+		}
+		if c.v2 {
+			c.handleV2(data)
+		} else {
+			c.send(string(data), "")
+		}
+	}
+}
+
+func (c *conn) handleV2(data []byte) {
+	var f clientFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		c.enqueue(frame{data: encodeError(message.CodeInvalid, "frame is not a JSON object", "")})
+		return
+	}
+	switch f.Type {
+	case "send":
+		if f.ClientMsgID == nil {
+			c.enqueue(frame{data: encodeError(message.CodeInvalid, "client_msg_id is required", "")})
+			return
+		}
+		if err := message.ValidateClientMsgID(*f.ClientMsgID); err != nil {
+			c.enqueue(frame{data: encodeError(message.CodeInvalid, safeMessage(err), "")})
+			return
+		}
+		if f.Content == nil {
+			c.enqueue(frame{data: encodeError(message.CodeInvalid, "content is required", *f.ClientMsgID)})
+			return
+		}
+		c.send(*f.Content, *f.ClientMsgID)
+	case "typing":
+		// At most one typing event per second per connection reaches Redis.
+		if now := time.Now(); now.Sub(c.lastTyping) >= time.Second {
+			c.lastTyping = now
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := c.srv.presence.Typing(ctx, c.presenceConn()); err != nil {
+				c.logger.Warn("publish typing failed", "error", err)
+			}
+			cancel()
+		}
+	case "ping":
+		c.enqueue(frame{data: pongBytes})
+	default:
+		c.enqueue(frame{data: encodeError(message.CodeInvalid, "unknown frame type", "")})
+	}
+}
+
+func safeMessage(err error) string {
+	var me *message.Error
+	if errors.As(err, &me) {
+		return me.Message
+	}
+	return "invalid message"
+}
+
+// send validates content, applies the per-user rate limit, stamps and
+// produces the message. In v2 the ack (or error) is queued when the
+// delivery report arrives; legacy clients see their message when it is
+// fanned out, and errors as error frames.
+func (c *conn) send(content, clientMsgID string) {
+	cfg := c.srv.cfg
+	if err := message.ValidateContent(content, cfg.MaxContent); err != nil {
+		code := message.CodeInvalid
+		var me *message.Error
+		if errors.As(err, &me) {
+			code = me.Code
+		}
+		c.enqueue(frame{data: encodeError(code, safeMessage(err), clientMsgID)})
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ok, _, err := c.srv.deps.Limiter.Allow(ctx, "send:user:"+c.userID, cfg.SendLimit)
+	cancel()
+	if err != nil {
+		// Fail open: a rate-limit store outage must not stop the chat.
+		c.logger.Warn("send rate limit check failed", "error", err)
+		ok = true
+	}
+	if !ok {
+		c.rateRefusals++
+		if c.rateRefusals >= cfg.RateLimitClose {
+			c.close(CloseRateLimited, "rate limited")
+			return
+		}
+		c.enqueue(frame{data: encodeError(message.CodeRate, "sending too fast", clientMsgID)})
+		return
+	}
+	c.rateRefusals = 0
+
+	id, err := uuid.NewV7()
+	if err != nil {
+		c.enqueue(frame{data: encodeError(message.CodeUnavail, "try again", clientMsgID)})
+		return
+	}
+	m := message.Message{
+		ID: id.String(), RoomID: strconv.FormatInt(c.roomID, 10), UserID: c.userID,
+		Nickname: c.claims.Nickname, Content: content,
+		TimeCreated: message.FormatTime(time.Now()), ClientMsgID: clientMsgID,
+	}
+	v2 := c.v2
+	err = c.srv.deps.Producer.Send(m, func(err error) {
+		switch {
+		case err == nil && v2:
+			c.enqueue(frame{data: encodeAck(clientMsgID)})
+		case err != nil:
+			c.enqueue(frame{data: encodeError(message.CodeUnavail, "message not confirmed, retry", clientMsgID)})
+		}
+	})
+	if err != nil {
+		if !errors.Is(err, produce.ErrQueueFull) && !errors.Is(err, produce.ErrUnavailable) {
+			c.logger.Error("produce message", "error", err)
+		}
+		c.enqueue(frame{data: encodeError(message.CodeUnavail, "service busy, retry", clientMsgID)})
+	}
+}

@@ -1,0 +1,131 @@
+package ws
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/google/uuid"
+
+	"rooms/shared/message"
+)
+
+// Subprotocol is the WebSocket subprotocol of the versioned protocol; a
+// connection that does not request it speaks the legacy protocol.
+const Subprotocol = "rooms.v2"
+
+// Close codes sent by the server (see API.md).
+const (
+	CloseGoingAway      = 1001
+	ClosePolicy         = 1008
+	CloseTooBig         = 1009
+	CloseTokenExpired   = 4001
+	CloseTooSlow        = 4008
+	CloseRateLimited    = 4029
+	legacyJoinedContent = "joined the room"
+	legacyLeftContent   = "left the room"
+)
+
+type welcomeFrame struct {
+	Type      string `json:"type"`
+	RoomID    string `json:"room_id"`
+	UserID    string `json:"user_id"`
+	Nickname  string `json:"nickname"`
+	LastSeq   int64  `json:"last_seq"`
+	Recovered bool   `json:"recovered"`
+}
+
+type messageFrame struct {
+	Type string `json:"type"`
+	message.Message
+}
+
+type ackFrame struct {
+	Type        string `json:"type"`
+	ClientMsgID string `json:"client_msg_id"`
+}
+
+type errorFrame struct {
+	Type        string `json:"type"`
+	Code        string `json:"code"`
+	Message     string `json:"message"`
+	ClientMsgID string `json:"client_msg_id,omitempty"`
+}
+
+type presenceFrame struct {
+	Type     string `json:"type"`
+	Event    string `json:"event"`
+	UserID   string `json:"user_id"`
+	Nickname string `json:"nickname"`
+}
+
+type typingFrame struct {
+	Type     string `json:"type"`
+	UserID   string `json:"user_id"`
+	Nickname string `json:"nickname"`
+}
+
+// clientFrame is any v2 client frame.
+type clientFrame struct {
+	Type        string  `json:"type"`
+	Content     *string `json:"content"`
+	ClientMsgID *string `json:"client_msg_id"`
+}
+
+var pongBytes = []byte(`{"type":"pong"}`)
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only fixed wire types are encoded here
+	}
+	return b
+}
+
+func encodeV2Message(m message.Message) []byte {
+	return mustJSON(messageFrame{Type: "message", Message: m})
+}
+
+func encodeLegacyMessage(m message.Message) []byte { return mustJSON(m) }
+
+func encodeError(code, msg, clientMsgID string) []byte {
+	return mustJSON(errorFrame{Type: "error", Code: code, Message: msg, ClientMsgID: clientMsgID})
+}
+
+func encodeAck(clientMsgID string) []byte {
+	return mustJSON(ackFrame{Type: "ack", ClientMsgID: clientMsgID})
+}
+
+// encodeLegacyHistory renders the legacy first frame: msgs (ascending) as a
+// JSON array, newest first.
+func encodeLegacyHistory(msgs []message.Message) []byte {
+	rev := make([]message.Message, len(msgs))
+	for i, m := range msgs {
+		rev[len(msgs)-1-i] = m
+	}
+	return mustJSON(rev)
+}
+
+func encodeV2Presence(p message.Presence) []byte {
+	return mustJSON(presenceFrame{Type: "presence", Event: p.Event, UserID: p.UserID, Nickname: p.Nickname})
+}
+
+// encodeLegacyPresence renders a join or leave as the message-shaped object
+// legacy clients expect: no seq, a fresh id.
+func encodeLegacyPresence(roomID int64, p message.Presence) []byte {
+	content := legacyJoinedContent
+	if p.Event == "leave" {
+		content = legacyLeftContent
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		id = uuid.New()
+	}
+	return mustJSON(message.Message{
+		ID: id.String(), RoomID: strconv.FormatInt(roomID, 10), UserID: p.UserID,
+		Nickname: p.Nickname, Content: content, TimeCreated: p.TimeCreated,
+	})
+}
+
+func encodeV2Typing(t message.Typing) []byte {
+	return mustJSON(typingFrame{Type: "typing", UserID: t.UserID, Nickname: t.Nickname})
+}

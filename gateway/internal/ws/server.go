@@ -1,0 +1,344 @@
+// Package ws serves the chat WebSocket endpoint, GET /api/chat/rooms/{id},
+// in both protocols of API.md: the legacy one (no subprotocol) and
+// rooms.v2 (acks, seqs, resume).
+//
+// A Server owns this gateway's sockets. Its handler authenticates and
+// checks the request before the upgrade; after it, each connection has one
+// reader loop (the handler's goroutine) and one writer goroutine draining a
+// bounded queue. Nothing ever waits on a slow client: when its queue is
+// full, the connection is closed with 4008 and the client resumes with
+// since_seq. Live messages come from the fan-out reader (package fanout),
+// which the Server runs, through a sharded hub that encodes each message
+// once per protocol.
+//
+// Close codes: 1001 draining, 1008 policy, 1009 frame over 16 KiB, 4001
+// token expired or login revoked, 4008 too slow, 4029 sustained rate-limit
+// abuse (RateLimitClose consecutive refused sends).
+package ws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
+
+	"rooms/gateway/internal/auth"
+	"rooms/gateway/internal/fanout"
+	"rooms/gateway/internal/presence"
+	"rooms/gateway/internal/produce"
+	"rooms/gateway/internal/ratelimit"
+	"rooms/gateway/internal/store"
+	"rooms/shared/message"
+)
+
+// Authenticator checks access tokens and redeems one-time tickets.
+type Authenticator interface {
+	ParseAccess(token string) (auth.Claims, error)
+	RedeemTicket(ctx context.Context, ticket string) (auth.Claims, error)
+}
+
+// Store reads rooms and stored messages.
+type Store interface {
+	Room(ctx context.Context, id int64) (store.Room, error)
+	MessagesAfter(ctx context.Context, roomID, afterSeq int64, limit int) ([]message.Message, error)
+	LatestMessages(ctx context.Context, roomID int64, limit int) ([]message.Message, error)
+}
+
+// Limiter is the rate limiter shared by every gateway.
+type Limiter interface {
+	Allow(ctx context.Context, key string, limit ratelimit.Limit) (ok bool, retryAfter time.Duration, err error)
+}
+
+// Producer sends messages to the intake log (see package produce).
+type Producer interface {
+	Send(m message.Message, done produce.Callback) error
+}
+
+// Config tunes the Server; zero values mean the defaults in brackets.
+type Config struct {
+	// GatewayID identifies this instance in presence entries (required,
+	// unique per running process, no '|').
+	GatewayID string
+	// RedisPrefix is the prefix of every Redis key ("rooms:").
+	RedisPrefix string
+	// AllowedOrigins are the accepted Origin header values, exact match;
+	// "*" accepts any. A request without Origin is always accepted.
+	AllowedOrigins []string
+	// MaxContent is the content limit in characters (2000).
+	MaxContent int
+	// SendQueue is the per-connection queue of outgoing frames (256).
+	SendQueue int
+	// ReadLimit is the largest client frame in bytes (16 KiB).
+	ReadLimit int64
+	// PingInterval (25 s) and PongTimeout (60 s) detect dead peers.
+	PingInterval time.Duration
+	PongTimeout  time.Duration
+	// WriteTimeout bounds one frame write (10 s).
+	WriteTimeout time.Duration
+	// SendLimit is the per-user send rate across all of the user's
+	// connections on every gateway (20/s, burst 40). Rate 0 disables it.
+	SendLimit ratelimit.Limit
+	// RateLimitClose closes a connection with 4029 after this many refused
+	// sends in a row (50).
+	RateLimitClose int
+	// DrainParallel bounds how many sockets Drain closes at once (64).
+	DrainParallel int
+	// MaxReplay is the most messages replayed on resume (1000).
+	MaxReplay int
+	// History is the size of the legacy first frame (100).
+	History int
+}
+
+func (c Config) withDefaults() Config {
+	if c.RedisPrefix == "" {
+		c.RedisPrefix = "rooms:"
+	}
+	if c.MaxContent <= 0 {
+		c.MaxContent = message.DefaultMaxContent
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 256
+	}
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = 16 << 10
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.PongTimeout <= 0 {
+		c.PongTimeout = 60 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.SendLimit == (ratelimit.Limit{}) {
+		c.SendLimit = ratelimit.Limit{Rate: 20, Burst: 40, Period: time.Second}
+	}
+	if c.RateLimitClose <= 0 {
+		c.RateLimitClose = 50
+	}
+	if c.DrainParallel <= 0 {
+		c.DrainParallel = 64
+	}
+	if c.MaxReplay <= 0 {
+		c.MaxReplay = 1000
+	}
+	if c.History <= 0 {
+		c.History = 100
+	}
+	return c
+}
+
+// Deps are the Server's collaborators.
+type Deps struct {
+	Auth     Authenticator
+	Store    Store
+	Limiter  Limiter
+	Producer Producer
+	Redis    redis.UniversalClient
+}
+
+// Server is this gateway's WebSocket endpoint.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	logger   *slog.Logger
+	hub      *hub
+	reader   *fanout.Reader
+	presence *presence.Registry
+	handler  fiber.Handler
+
+	draining atomic.Bool
+	// conns counts live connection handlers, so Drain can wait for them.
+	conns sync.WaitGroup
+}
+
+// New returns a Server. Call Run to start its background work and mount
+// Upgrade on the WebSocket route.
+func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
+	cfg = cfg.withDefaults()
+	s := &Server{cfg: cfg, deps: deps, logger: logger}
+	s.presence = presence.NewRegistry(deps.Redis, cfg.RedisPrefix, cfg.GatewayID, logger)
+	// The hub and the reader refer to each other: the reader delivers to the
+	// hub, the hub tracks rooms in the reader.
+	s.hub = newHub(nil)
+	s.reader = fanout.New(deps.Redis, cfg.RedisPrefix, deps.Store, s.hub, logger, fanout.Options{})
+	s.hub.tracker = s.reader
+	s.handler = websocket.New(s.serve, websocket.Config{
+		Subprotocols:    []string{Subprotocol},
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		RecoverHandler: func(c *websocket.Conn) {
+			if r := recover(); r != nil {
+				logger.Error("websocket handler panic", "panic", fmt.Sprint(r))
+			}
+		},
+	})
+	return s
+}
+
+// Ready reports whether the Server accepts connections and its fan-out
+// reader reads Redis (for /readyz).
+func (s *Server) Ready() bool { return !s.draining.Load() && s.reader.Ready() }
+
+// Run runs the fan-out reader, the presence refresher and the revocation
+// subscriber until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); _ = s.reader.Run(ctx) }()
+	go func() { defer wg.Done(); _ = s.presence.Run(ctx) }()
+	go func() { defer wg.Done(); s.revocations(ctx) }()
+	wg.Wait()
+	return nil
+}
+
+// revocations closes, with 4001, the sockets of every login whose family
+// id is published on auth.RevokedChannel. go-redis resubscribes by itself
+// after a connection loss.
+func (s *Server) revocations(ctx context.Context) {
+	sub := s.deps.Redis.Subscribe(ctx, auth.RevokedChannel(s.cfg.RedisPrefix))
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			for _, c := range s.hub.all() {
+				if c.claims.FamilyID != "" && c.claims.FamilyID == m.Payload {
+					c.close(CloseTokenExpired, "login revoked")
+				}
+			}
+		}
+	}
+}
+
+// Drain stops accepting connections and closes every socket with 1001, at
+// most DrainParallel at a time, waiting for their handlers to finish until
+// ctx ends.
+func (s *Server) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	sem := make(chan struct{}, s.cfg.DrainParallel)
+	var wg sync.WaitGroup
+	for _, c := range s.hub.all() {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("drain websockets: %w", ctx.Err())
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c.close(CloseGoingAway, "server draining")
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	wg.Wait()
+	done := make(chan struct{})
+	go func() { s.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drain websockets: %w", ctx.Err())
+	}
+}
+
+// session is what the pre-upgrade checks hand to the connection.
+type session struct {
+	claims   auth.Claims
+	roomID   int64
+	sinceSeq int64 // -1 when absent
+}
+
+const sessionKey = "ws.session"
+
+func apiError(c *fiber.Ctx, status int, code, msg string) error {
+	return c.Status(status).JSON(fiber.Map{"code": code, "message": msg})
+}
+
+// Upgrade returns the handler of GET /api/chat/rooms/:id for WebSocket
+// upgrade requests. It answers refused handshakes with the API's error JSON
+// (401, 403, 404, 400 for a bad since_seq, 503 while draining or when a
+// dependency fails) and upgrades the rest, negotiating rooms.v2.
+func (s *Server) Upgrade() fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if s.draining.Load() {
+			return apiError(c, fiber.StatusServiceUnavailable, "unavailable", "server is draining")
+		}
+		if origin := c.Get(fiber.HeaderOrigin); origin != "" && !s.originAllowed(origin) {
+			return apiError(c, fiber.StatusForbidden, "forbidden_origin", "origin not allowed")
+		}
+		claims, err := s.authenticate(c)
+		if err != nil {
+			return apiError(c, fiber.StatusUnauthorized, "unauthorized", "missing or invalid access token")
+		}
+		roomID, err := strconv.ParseInt(c.Params("id"), 10, 64)
+		if err != nil || roomID <= 0 {
+			return apiError(c, fiber.StatusNotFound, "not_found", "room not found")
+		}
+		if _, err := s.deps.Store.Room(c.UserContext(), roomID); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return apiError(c, fiber.StatusNotFound, "not_found", "room not found")
+			}
+			s.logger.Error("websocket room lookup", "room_id", roomID, "error", err)
+			return apiError(c, fiber.StatusServiceUnavailable, "unavailable", "service unavailable")
+		}
+		since := int64(-1)
+		if v := c.Query("since_seq"); v != "" {
+			since, err = strconv.ParseInt(v, 10, 64)
+			if err != nil || since < 0 {
+				return apiError(c, fiber.StatusBadRequest, "validation_failed", "since_seq must be a non-negative integer")
+			}
+		}
+		c.Locals(sessionKey, &session{claims: claims, roomID: roomID, sinceSeq: since})
+		return s.handler(c)
+	}
+}
+
+func (s *Server) originAllowed(origin string) bool {
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticate takes the token from the Authorization header, the
+// access_token query parameter ("Bearer <jwt>" or the bare jwt) or a
+// one-time ticket, in that order.
+func (s *Server) authenticate(c *fiber.Ctx) (auth.Claims, error) {
+	if h := c.Get(fiber.HeaderAuthorization); h != "" {
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			return auth.Claims{}, auth.ErrInvalidToken
+		}
+		return s.deps.Auth.ParseAccess(strings.TrimSpace(tok))
+	}
+	if q := c.Query("access_token"); q != "" {
+		tok, _ := strings.CutPrefix(q, "Bearer ")
+		return s.deps.Auth.ParseAccess(strings.TrimSpace(tok))
+	}
+	if t := c.Query("ticket"); t != "" {
+		return s.deps.Auth.RedeemTicket(c.UserContext(), t)
+	}
+	return auth.Claims{}, auth.ErrInvalidToken
+}
