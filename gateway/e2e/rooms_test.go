@@ -57,6 +57,7 @@ func TestRooms(t *testing.T) {
 		})
 	}
 	wantError(t, g.do("POST", "/api/chat/rooms", tok, `{"name":"x"`), http.StatusBadRequest, "invalid_json")
+	wantError(t, g.do("POST", "/api/chat/rooms", tok, "{\"name\":\"a\xffb\"}"), http.StatusBadRequest, "invalid_json")
 
 	var list []roomJSON
 	wantJSON(t, g.do("GET", "/api/chat/rooms", tok, nil), &list)

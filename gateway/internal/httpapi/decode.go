@@ -24,6 +24,11 @@ func decode(c *fiber.Ctx, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return NewError(KindInvalidJSON, "request body must be a JSON object")
 	}
+	// JSON text is UTF-8 (RFC 8259); encoding/json would silently turn
+	// invalid bytes into U+FFFD, so refuse them here.
+	if !utf8.Valid(body) {
+		return NewError(KindInvalidJSON, "request body is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(dst); err != nil {
 		var typeErr *json.UnmarshalTypeError
