@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -39,6 +40,8 @@ type App struct {
 	// Limiter holds rate-limit state in Redis, shared by all gateways.
 	Limiter *ratelimit.Limiter
 	HTTP    *httpapi.Server
+
+	background, shutdown []namedFunc
 }
 
 // connectTimeout bounds the initial connection checks.
@@ -105,30 +108,99 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	return a, nil
 }
 
-// Serve serves HTTP on ln until ctx is cancelled, then marks the server
-// draining and shuts it down within Config.Shutdown.Timeout. It returns nil
-// after a clean shutdown.
+// Background registers fn to run for the life of Serve: it gets a context
+// that is cancelled when shutdown begins, and Serve waits for it to return
+// (within the shutdown deadline). An error from fn before shutdown stops
+// the gateway. Call it before Serve.
+func (a *App) Background(name string, fn func(ctx context.Context) error) {
+	a.background = append(a.background, namedFunc{name, fn})
+}
+
+// OnShutdown registers fn to run when shutdown begins, after the server is
+// marked draining and before the HTTP server stops (for example to close
+// WebSockets with 1001). Hooks run in registration order and share the
+// shutdown deadline. Call it before Serve.
+func (a *App) OnShutdown(name string, fn func(ctx context.Context) error) {
+	a.shutdown = append(a.shutdown, namedFunc{name, fn})
+}
+
+type namedFunc struct {
+	name string
+	fn   func(ctx context.Context) error
+}
+
+// Serve serves HTTP on ln and runs the Background functions until ctx is
+// cancelled (or one of them fails). Then it marks the server draining, runs
+// the OnShutdown hooks, stops the HTTP server and waits for the Background
+// functions, all within Config.Shutdown.Timeout. It returns nil after a
+// clean shutdown.
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.Log.Info("http listening", "addr", ln.Addr().String())
-	errc := make(chan error, 1)
-	go func() { errc <- a.HTTP.Serve(ln) }()
+	httpc := make(chan error, 1)
+	go func() { httpc <- a.HTTP.Serve(ln) }()
 
+	bctx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	var wg sync.WaitGroup
+	failed := make(chan error, len(a.background))
+	for _, b := range a.background {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.fn(bctx); err != nil && bctx.Err() == nil {
+				failed <- fmt.Errorf("%s: %w", b.name, err)
+			}
+		}()
+	}
+
+	var cause error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("http server stopped: %w", err)
+	case err := <-httpc:
+		cause = fmt.Errorf("http server stopped: %w", err)
+		httpc <- nil
+	case err := <-failed:
+		cause = err
 	case <-ctx.Done():
+	}
+	if cause != nil {
+		a.Log.Error("stopping after a failure", "err", cause)
 	}
 	a.Log.Info("shutting down", "timeout", a.Config.Shutdown.Timeout.String())
 	a.HTTP.SetDraining(true)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.Config.Shutdown.Timeout)
 	defer cancel()
+	var errs []error
+	if cause != nil {
+		errs = append(errs, cause)
+	}
+	for _, h := range a.shutdown {
+		if err := h.fn(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("shutdown %s: %w", h.name, err))
+		}
+	}
 	if err := a.HTTP.Shutdown(sctx); err != nil {
-		return err
+		errs = append(errs, err)
 	}
-	if err := <-errc; err != nil {
-		return err
+	// A shutdown that raced with the start of serving finds no listener to
+	// close; closing ln here makes a late start return at once.
+	_ = ln.Close()
+	select {
+	case err := <-httpc:
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	case <-sctx.Done():
+		errs = append(errs, errors.New("http server did not stop within the shutdown timeout"))
 	}
-	return nil
+	stopBackground()
+	waited := make(chan struct{})
+	go func() { wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-sctx.Done():
+		errs = append(errs, errors.New("background tasks did not stop within the shutdown timeout"))
+	}
+	return errors.Join(errs...)
 }
 
 // Close releases the connections New opened.

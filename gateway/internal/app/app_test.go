@@ -3,11 +3,13 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,6 +85,24 @@ func TestServeReadinessAndShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var (
+		mu    sync.Mutex
+		order []string
+	)
+	note := func(s string) { mu.Lock(); order = append(order, s); mu.Unlock() }
+	a.Background("ticker", func(ctx context.Context) error {
+		note("background started")
+		<-ctx.Done()
+		note("background stopped")
+		return ctx.Err()
+	})
+	a.OnShutdown("hook", func(context.Context) error {
+		if !a.HTTP.Draining() {
+			t.Error("hook ran before draining was marked")
+		}
+		note("hook")
+		return nil
+	})
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(ctx, ln) }()
 	base := "http://" + ln.Addr().String()
@@ -117,5 +137,42 @@ func TestServeReadinessAndShutdown(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("Serve did not return after cancel")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(order, ",") != "background started,hook,background stopped" {
+		t.Fatalf("order = %q", order)
+	}
+}
+
+func TestBackgroundFailureStops(t *testing.T) {
+	db := testenv.Postgres(t)
+	_, prefix := testenv.Redis(t)
+	cfg, err := app.ParseConfig(env(map[string]string{
+		"DATABASE_URL": db.DSN, "REDIS_ADDR": testenv.RedisAddr(), "REDIS_PREFIX": prefix,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	a.Background("failing", func(context.Context) error { return boom })
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(context.Background(), ln) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, boom) {
+			t.Fatalf("Serve = %v, want boom", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Serve did not stop after a background failure")
 	}
 }
