@@ -55,7 +55,9 @@ type Options struct {
 	// Block is how long one XREAD waits for entries (default 2 s); it
 	// bounds how long Run takes to return after ctx ends.
 	Block time.Duration
-	// Count is the most entries read per stream per call (default 512).
+	// Count is the most entries read per stream per call (default 100).
+	// Keep it below the per-connection send queue: a catch-up after a
+	// Redis outage hands a room up to Count messages at once.
 	Count int64
 	// BackfillPage is the page size of gap repair queries (default 500).
 	BackfillPage int
@@ -86,7 +88,7 @@ func New(rdb redis.UniversalClient, prefix string, store Store, sink Sink, logge
 		opt.Block = 2 * time.Second
 	}
 	if opt.Count <= 0 {
-		opt.Count = 512
+		opt.Count = 100
 	}
 	if opt.BackfillPage <= 0 {
 		opt.BackfillPage = 500

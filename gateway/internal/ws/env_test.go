@@ -200,7 +200,7 @@ func (e *env) storeDirect(user int64, n int) []message.Message {
 	var out []message.Message
 	for i := 0; i < n; i++ {
 		m := message.Message{
-			ID: fmt.Sprintf("0193a1b2-0000-7000-8000-%012d", time.Now().UnixNano()%1e12+int64(i)),
+			ID:     fmt.Sprintf("0193a1b2-0000-7000-8000-%012d", time.Now().UnixNano()%1e12+int64(i)),
 			RoomID: strconv.FormatInt(e.room, 10), UserID: strconv.FormatInt(user, 10), Nickname: e.nick(user),
 			Content: "stored " + strconv.Itoa(i), TimeCreated: message.FormatTime(time.Now()),
 		}
@@ -346,16 +346,18 @@ func (c *client) sendRaw(s string) {
 func (c *client) closeCode() int {
 	c.t.Helper()
 	_ = c.c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	frames := 0
 	for {
 		_, _, err := c.c.ReadMessage()
 		if err == nil {
+			frames++
 			continue
 		}
 		var ce *fws.CloseError
 		if errors.As(err, &ce) {
 			return ce.Code
 		}
-		c.t.Fatalf("connection ended without a close frame: %v", err)
+		c.t.Fatalf("connection ended without a close frame after %d frames: %v", frames, err)
 	}
 }
 
