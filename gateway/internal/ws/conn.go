@@ -85,8 +85,6 @@ func (s *Server) serve(ws *websocket.Conn) {
 	if sess == nil {
 		return
 	}
-	s.conns.Add(1)
-	defer s.conns.Done()
 	c := &conn{
 		srv: s, ws: ws, id: uuid.NewString(), roomID: sess.roomID, claims: sess.claims,
 		userID: strconv.FormatInt(sess.claims.UserID, 10), v2: ws.Subprotocol() == Subprotocol,

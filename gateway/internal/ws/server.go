@@ -158,8 +158,6 @@ type Server struct {
 	handler  fiber.Handler
 
 	draining atomic.Bool
-	// conns counts live connection handlers, so Drain can wait for them.
-	conns sync.WaitGroup
 }
 
 // New returns a Server. Call Run to start its background work and mount
@@ -228,7 +226,8 @@ func (s *Server) revocations(ctx context.Context) {
 
 // Drain stops accepting connections and closes every socket with 1001, at
 // most DrainParallel at a time, waiting for their handlers to finish until
-// ctx ends.
+// ctx ends. A connection that registers while Drain runs sees the draining
+// flag and closes itself with 1001.
 func (s *Server) Drain(ctx context.Context) error {
 	s.draining.Store(true)
 	sem := make(chan struct{}, s.cfg.DrainParallel)
@@ -251,14 +250,10 @@ func (s *Server) Drain(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	done := make(chan struct{})
-	go func() { s.conns.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("drain websockets: %w", ctx.Err())
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("drain websockets: %w", err)
 	}
+	return nil
 }
 
 // session is what the pre-upgrade checks hand to the connection.
