@@ -2,6 +2,8 @@ module rooms/worker
 
 go 1.26.8
 
+toolchain go1.26.11
+
 require (
 	github.com/confluentinc/confluent-kafka-go/v2 v2.11.1
 	github.com/jackc/pgx/v5 v5.13.0

@@ -88,6 +88,7 @@ func start(t *testing.T, env ...string) *gateway {
 	t.Helper()
 	db := testenv.Postgres(t)
 	rdb, prefix := testenv.Redis(t)
+	broker := testenv.Kafka(t)
 
 	cmd := exec.Command(binary)
 	cmd.Env = append([]string{
@@ -96,6 +97,8 @@ func start(t *testing.T, env ...string) *gateway {
 		"DATABASE_URL=" + db.DSN,
 		"REDIS_ADDR=" + testenv.RedisAddr(),
 		"REDIS_PREFIX=" + prefix,
+		"KAFKA_BROKERS=" + broker.ListenAddrs()[0],
+		"KAFKA_PARTITIONS=2",
 		"JWT_SECRET=" + testSecret,
 		"LOG_LEVEL=debug",
 		"SHUTDOWN_TIMEOUT=10s",

@@ -10,6 +10,7 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -23,8 +24,10 @@ import (
 
 	"rooms/gateway/internal/auth"
 	"rooms/gateway/internal/httpapi"
+	"rooms/gateway/internal/produce"
 	"rooms/gateway/internal/ratelimit"
 	"rooms/gateway/internal/store"
+	"rooms/gateway/internal/ws"
 	"rooms/shared/config"
 	"rooms/shared/logging"
 )
@@ -39,7 +42,11 @@ type App struct {
 	Auth   *auth.Auth
 	// Limiter holds rate-limit state in Redis, shared by all gateways.
 	Limiter *ratelimit.Limiter
-	HTTP    *httpapi.Server
+	// Producer hands accepted messages to Kafka.
+	Producer *produce.Producer
+	// WS serves both WebSocket protocols and fans messages out to them.
+	WS   *ws.Server
+	HTTP *httpapi.Server
 
 	background, shutdown []namedFunc
 }
@@ -89,10 +96,39 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 
 	a.Limiter = ratelimit.New(a.Redis, cfg.Redis.Prefix)
 
-	// Components of the WebSocket side (producer, fan-out reader, hub) are
-	// built here and plugged in through httpapi.Options.RoomUpgrade and
-	// httpapi.Options.Routes.
+	if err := produce.EnsureTopic(cctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.Partitions, cfg.Kafka.Replication); err != nil {
+		return nil, fmt.Errorf("kafka topic %s: %w", cfg.Kafka.Topic, err)
+	}
+	if a.Producer, err = produce.New(produce.Config{
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Linger: cfg.KafkaLinger,
+	}, log); err != nil {
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	sendLimit := ratelimit.Limit{Rate: cfg.SendRate, Burst: cfg.SendBurst, Period: time.Second}
+	a.WS = ws.New(ws.Config{
+		// A fresh suffix per process keeps the presence entries of a
+		// restarted instance apart from the stale ones of its predecessor.
+		GatewayID:      cfg.GatewayID + "-" + rand.Text()[:6],
+		RedisPrefix:    cfg.Redis.Prefix,
+		AllowedOrigins: List(cfg.AllowedOrigins),
+		MaxContent:     cfg.MaxContent,
+		SendLimit:      sendLimit,
+	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: a.Limiter, Producer: a.Producer, Redis: a.Redis}, log)
+	a.Background("websocket", a.WS.Run)
+	a.OnShutdown("websocket drain", a.WS.Drain)
+	a.OnShutdown("kafka producer flush", a.Producer.Close)
+
 	if a.HTTP, err = httpapi.New(httpapi.Options{
+		RoomUpgrade: a.WS.Upgrade(),
+		Ready: func() error {
+			if !a.Producer.Ready() {
+				return errors.New("kafka producer not ready")
+			}
+			if !a.WS.Ready() {
+				return errors.New("fan-out reader not ready")
+			}
+			return nil
+		},
 		Auth: a.Auth, Store: a.Store, Redis: a.Redis, Prefix: cfg.Redis.Prefix,
 		Limiter:        a.Limiter,
 		NicknameLimit:  ratelimit.PerMinute(cfg.AuthRateLimit),
@@ -205,6 +241,11 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 
 // Close releases the connections New opened.
 func (a *App) Close() {
+	if a.Producer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), a.Config.Shutdown.Timeout)
+		_ = a.Producer.Close(ctx)
+		cancel()
+	}
 	if a.Redis != nil {
 		_ = a.Redis.Close()
 	}

@@ -67,8 +67,10 @@ func TestRunFailsClearlyWithoutDependencies(t *testing.T) {
 func TestServeReadinessAndShutdown(t *testing.T) {
 	db := testenv.Postgres(t)
 	_, prefix := testenv.Redis(t)
+	broker := testenv.Kafka(t)
 	cfg, err := app.ParseConfig(env(map[string]string{
 		"DATABASE_URL": db.DSN, "REDIS_ADDR": testenv.RedisAddr(), "REDIS_PREFIX": prefix,
+		"KAFKA_BROKERS": broker.ListenAddrs()[0], "KAFKA_PARTITIONS": "2",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -114,8 +116,12 @@ func TestServeReadinessAndShutdown(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	if s := status("/readyz"); s != 200 {
-		t.Fatalf("readyz = %d", s)
+	// Ready once the fan-out reader has found its starting positions.
+	for deadline := time.Now().Add(30 * time.Second); status("/readyz") != 200; {
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz = %d", status("/readyz"))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	a.HTTP.SetDraining(true)
 	if s := status("/readyz"); s != 503 {
@@ -148,8 +154,10 @@ func TestServeReadinessAndShutdown(t *testing.T) {
 func TestBackgroundFailureStops(t *testing.T) {
 	db := testenv.Postgres(t)
 	_, prefix := testenv.Redis(t)
+	broker := testenv.Kafka(t)
 	cfg, err := app.ParseConfig(env(map[string]string{
 		"DATABASE_URL": db.DSN, "REDIS_ADDR": testenv.RedisAddr(), "REDIS_PREFIX": prefix,
+		"KAFKA_BROKERS": broker.ListenAddrs()[0], "KAFKA_PARTITIONS": "2",
 	}))
 	if err != nil {
 		t.Fatal(err)

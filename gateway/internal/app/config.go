@@ -45,6 +45,14 @@ type Config struct {
 	AllowedOrigins string `env:"ALLOWED_ORIGINS" envDefault:"http://localhost:8080,http://127.0.0.1:8080"`
 	MaxContent     int    `env:"MAX_CONTENT" envDefault:"2000"`
 
+	// SendRate and SendBurst bound the messages one user may send per
+	// second across all of their connections on every gateway.
+	SendRate  int `env:"SEND_RATE" envDefault:"20"`
+	SendBurst int `env:"SEND_BURST" envDefault:"40"`
+	// KafkaLinger is the producer's linger (at most a few ms: it is added
+	// to every message's latency).
+	KafkaLinger time.Duration `env:"KAFKA_LINGER" envDefault:"2ms"`
+
 	HTTPReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"15s"`
 	HTTPIdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"120s"`
 }
@@ -71,6 +79,8 @@ func ParseConfig(getenv func(string) string) (Config, error) {
 		return cfg, fmt.Errorf("HASH_CONCURRENCY must be at least 1")
 	case cfg.AuthRateLimit < 0 || cfg.AuthRateLimitIP < 0:
 		return cfg, fmt.Errorf("AUTH_RATE_LIMIT and AUTH_RATE_LIMIT_IP must not be negative")
+	case cfg.SendRate < 0 || cfg.SendBurst < 0:
+		return cfg, fmt.Errorf("SEND_RATE and SEND_BURST must not be negative")
 	case cfg.MaxContent < 1:
 		return cfg, fmt.Errorf("MAX_CONTENT must be at least 1")
 	case strings.Contains(cfg.GatewayID, "|"):

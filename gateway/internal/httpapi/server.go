@@ -60,6 +60,9 @@ type Options struct {
 	RoomUpgrade fiber.Handler
 	// Routes, when set, is called with the /api group to add routes.
 	Routes func(api fiber.Router)
+	// Ready, when set, is asked by /readyz after PostgreSQL and Redis; a
+	// non-nil error (its text is logged, never answered) means not ready.
+	Ready func() error
 
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now.
@@ -299,6 +302,12 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	if err := s.o.Redis.Ping(ctx).Err(); err != nil {
 		s.log.Warn("not ready", "dependency", "redis", "err", err)
 		return NewError(KindUnavailable, "redis unavailable")
+	}
+	if s.o.Ready != nil {
+		if err := s.o.Ready(); err != nil {
+			s.log.Warn("not ready", "err", err)
+			return NewError(KindUnavailable, "a dependency is unavailable")
+		}
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }
