@@ -193,11 +193,10 @@ func (e *env) fanOut(ctx context.Context, m message.Message) error {
 }
 
 // storeDirect inserts n messages by user into the env's room with SQL and
-// returns them ascending.
+// returns every message of the room, ascending.
 func (e *env) storeDirect(user int64, n int) []message.Message {
 	e.t.Helper()
 	ctx := context.Background()
-	var out []message.Message
 	for i := 0; i < n; i++ {
 		m := message.Message{
 			ID:     fmt.Sprintf("0193a1b2-0000-7000-8000-%012d", time.Now().UnixNano()%1e12+int64(i)),
@@ -207,7 +206,6 @@ func (e *env) storeDirect(user int64, n int) []message.Message {
 		if err := e.storeAndFanOut(ctx, m); err != nil {
 			e.t.Fatal(err)
 		}
-		out = append(out, m)
 	}
 	msgs, err := store.New(e.db.Pool).MessagesAfter(ctx, e.room, 0, 100000)
 	if err != nil {
