@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"rooms/shared/message"
+	"rooms/shared/retry"
 )
 
 // Store reads stored messages, for gap repair.
@@ -156,7 +157,7 @@ func (r *Reader) Run(ctx context.Context) error {
 			}
 			r.ready.Store(false)
 			r.logger.Warn("fan-out read failed", "error", err, "retry_in", backoff.String())
-			if !sleep(ctx, backoff) {
+			if retry.Sleep(ctx, backoff) != nil {
 				return nil
 			}
 			backoff = min(backoff*2, 5*time.Second)
@@ -201,7 +202,7 @@ func (r *Reader) startIDs(ctx context.Context, keys []string) ([]string, error) 
 		}
 		r.ready.Store(false)
 		r.logger.Warn("fan-out start ids failed", "error", err, "retry_in", backoff.String())
-		if !sleep(ctx, backoff) {
+		if retry.Sleep(ctx, backoff) != nil {
 			return nil, ctx.Err()
 		}
 		backoff = min(backoff*2, 5*time.Second)
@@ -296,7 +297,7 @@ func (r *Reader) backfill(ctx context.Context, roomID, after, before int64) ([]m
 	var err error
 	backoff := 50 * time.Millisecond
 	for try := 0; try < 3; try++ {
-		if try > 0 && !sleep(ctx, backoff) {
+		if try > 0 && retry.Sleep(ctx, backoff) != nil {
 			break
 		}
 		backoff *= 4
@@ -333,15 +334,4 @@ func indexOf(keys []string, k string) int {
 		}
 	}
 	return -1
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"rooms/shared/message"
+	"rooms/shared/retry"
 )
 
 // Options tune a Broadcaster. Zero values take the defaults.
@@ -86,7 +87,7 @@ func (b *Broadcaster) Append(ctx context.Context, msgs []message.Message) error 
 		if b.opts.OnRetry != nil {
 			b.opts.OnRetry(err, try)
 		}
-		if err := sleep(ctx, backoff(b.opts.MinBackoff, b.opts.MaxBackoff, try)); err != nil {
+		if err := retry.Sleep(ctx, retry.Backoff(b.opts.MinBackoff, b.opts.MaxBackoff, try)); err != nil {
 			return fmt.Errorf("append %d messages: %w", len(msgs), err)
 		}
 	}
@@ -103,24 +104,4 @@ func (b *Broadcaster) appendOnce(ctx context.Context, args []*redis.XAddArgs) er
 		return fmt.Errorf("xadd pipeline: %w", err)
 	}
 	return nil
-}
-
-// backoff is lo doubled try-1 times, capped at hi.
-func backoff(lo, hi time.Duration, try int) time.Duration {
-	d := lo
-	for i := 1; i < try && d < hi; i++ {
-		d *= 2
-	}
-	return min(d, hi)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

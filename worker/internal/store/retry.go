@@ -9,11 +9,11 @@ import (
 	"sort"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"rooms/shared/message"
+	"rooms/shared/retry"
 )
 
 // Save stores a batch and returns what it stored. It only returns an error
@@ -122,28 +122,7 @@ func (s *Store) deadLetter(ctx context.Context, rec Record, reason string, attem
 // sleep waits the backoff of the given try: MinBackoff doubled per try,
 // capped at MaxBackoff.
 func (s *Store) sleep(ctx context.Context, try int) error {
-	return Sleep(ctx, Backoff(s.opts.MinBackoff, s.opts.MaxBackoff, try))
-}
-
-// Backoff is lo doubled try-1 times, capped at hi.
-func Backoff(lo, hi time.Duration, try int) time.Duration {
-	d := lo
-	for i := 1; i < try && d < hi; i++ {
-		d *= 2
-	}
-	return min(d, hi)
-}
-
-// Sleep waits d or until ctx ends, and returns ctx's error in that case.
-func Sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return retry.Sleep(ctx, retry.Backoff(s.opts.MinBackoff, s.opts.MaxBackoff, try))
 }
 
 // Transient reports whether err is worth retrying as it is: the database
