@@ -65,6 +65,13 @@ func Parse[T any](getenv func(string) string) (T, error) {
 	return cfg, nil
 }
 
+// Names lists the environment variable names cfg (a struct or a pointer to
+// one) reads, in field order, including those of embedded and nested
+// structs. Deployment checks use it to reject settings no binary reads.
+func Names(cfg any) []string {
+	return envNames(reflect.TypeOf(cfg))
+}
+
 func envNames(t reflect.Type) []string {
 	var names []string
 	for t.Kind() == reflect.Pointer {

@@ -44,3 +44,31 @@ func TestParseRejectsBadValues(t *testing.T) {
 		t.Fatal("want an error for a non-numeric port")
 	}
 }
+
+func TestNames(t *testing.T) {
+	type nested struct {
+		Inner string `env:"INNER,required"`
+	}
+	type cfg struct {
+		config.Redis
+		config.Log
+		Own    int `env:"OWN"`
+		Nested nested
+		Skip   string
+	}
+	want := []string{"REDIS_ADDR", "REDIS_PASSWORD", "REDIS_DB", "REDIS_PREFIX", "LOG_LEVEL", "OWN", "INNER"}
+	for _, c := range []struct {
+		name string
+		in   any
+	}{{"value", cfg{}}, {"pointer", &cfg{}}} {
+		t.Run(c.name, func(t *testing.T) {
+			got := config.Names(c.in)
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Fatalf("Names = %v, want %v", got, want)
+			}
+		})
+	}
+	if got := config.Names(42); len(got) != 0 {
+		t.Fatalf("Names(int) = %v, want none", got)
+	}
+}
