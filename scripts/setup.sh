@@ -6,8 +6,12 @@
 #      left alone: it is never stopped or restarted);
 #   3. creates the role `rooms` (password `rooms`, CREATEDB) and the database
 #      `rooms` when missing;
-#   4. installs the npm tools of package.json (dbmate) when node_modules is
-#      missing or older than the lock file.
+#   4. installs the npm tools of package.json (dbmate, newman) when
+#      node_modules is missing or older than the lock file, and the browser
+#      app's packages (frontend/) the same way;
+#   5. installs nginx (the local proxy; the OS's own nginx service is not
+#      used) and chromium (the browser tests) from the Debian packages when
+#      missing.
 # It fails with a clear message when something cannot be made to work.
 #
 # Environment: SETUP_PG_PORT (default 5432) and SETUP_REDIS_PORT (default
@@ -183,8 +187,45 @@ setup_node_tools() {
 	[[ -x node_modules/.bin/dbmate ]] || die "dbmate missing from node_modules after npm install"
 }
 
+# setup_frontend installs the browser app's npm packages (frontend/) when its
+# node_modules is missing or older than its package files.
+setup_frontend() {
+	local app="$ROOT/frontend"
+	if [[ ! -f $app/package.json ]]; then
+		say "frontend/ not there yet: no browser app packages to install"
+		return
+	fi
+	local stamp=$app/node_modules/.package-lock.json
+	if [[ -f $stamp && ! $app/package.json -nt $stamp && ! (-f $app/package-lock.json && $app/package-lock.json -nt $stamp) ]]; then
+		say "frontend npm packages up to date"
+		return
+	fi
+	if [[ -f $app/package-lock.json ]]; then
+		say "npm ci (frontend)"
+		npm --prefix "$app" ci --no-audit --no-fund || die "npm ci in frontend/ failed"
+	else
+		say "npm install (frontend)"
+		npm --prefix "$app" install --no-audit --no-fund || die "npm install in frontend/ failed"
+	fi
+}
+
+# setup_proxy_and_browser installs nginx, which the stack runs as its own
+# process on its own port (the Debian service, if the package starts one on
+# port 80, is neither needed nor touched), and chromium for the browser tests.
+setup_proxy_and_browser() {
+	local missing=()
+	command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+	command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+	if [[ ${#missing[@]} -gt 0 ]]; then
+		apt_install "${missing[@]}"
+	fi
+	say "nginx and chromium installed"
+}
+
 command -v go >/dev/null 2>&1 || die "Go is not installed (see README.md: Requirements)"
 setup_postgres
 setup_redis
 setup_node_tools
+setup_frontend
+setup_proxy_and_browser
 say "ready"

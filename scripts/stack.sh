@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # stack.sh runs the local Rooms stack as background processes of this machine:
 # the embedded Kafka-protocol broker (unless KAFKA_BROKERS names a real
-# cluster), two workers and two gateways. The Taskfile calls it; everything it
-# writes lives in .run/ (binaries, logs, pid files, broker data, secret).
+# cluster), two workers, two gateways and the nginx proxy in front of them
+# (serving the browser app built from frontend/). The Taskfile calls it;
+# everything it writes lives in .run/ (binaries, logs, pid files, broker data,
+# secret, the proxy's configuration and temp files).
 #
 # Usage: scripts/stack.sh build|migrate|start|stop|status|logs [name...]
 #
@@ -24,6 +26,8 @@ STOP_SECONDS=${STACK_STOP_SECONDS:-25}
 
 GATEWAYS=(gateway-1 gateway-2)
 WORKERS=(worker-1 worker-2)
+# The proxy's configuration, pid file, access log and temp files.
+NGINX_RUN="$RUN/nginx"
 
 say() { printf 'stack: %s\n' "$*"; }
 die() {
@@ -37,7 +41,40 @@ binary_of() {
 	devbroker) echo devbroker ;;
 	gateway-*) echo gateway ;;
 	worker-*) echo worker ;;
+	nginx) echo nginx ;;
 	*) die "unknown process name $1" ;;
+	esac
+}
+
+# nginx_bin prints the nginx binary (in /usr/sbin, which a user's PATH may lack).
+nginx_bin() {
+	command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } ||
+		die "nginx is not installed: run 'go tool task setup'"
+}
+
+# proxy_addr prints the proxy's listen address: PROXY_ADDR from the caller's
+# environment, else from config/nginx.env.
+proxy_addr() {
+	if [[ -n ${PROXY_ADDR:-} ]]; then
+		echo "$PROXY_ADDR"
+	else
+		sed -n 's/^PROXY_ADDR=//p' "$CONFIG/nginx.env"
+	fi
+}
+
+# proxy_url prints the URL a browser opens (localhost for a loopback address).
+proxy_url() {
+	local addr
+	addr=$(proxy_addr)
+	echo "http://${addr/#127.0.0.1:/localhost:}"
+}
+
+# listen_addr prints the host:port a process listens on.
+listen_addr() {
+	case $1 in
+	devbroker) echo "$DEVBROKER_ADDR" ;;
+	gateway-*) sed -n 's/^HTTP_ADDR=//p' "$CONFIG/$1.env" ;;
+	nginx) proxy_addr ;;
 	esac
 }
 
@@ -104,13 +141,23 @@ tail_log() {
 # already runs. The process gets its own session, so closing the terminal or
 # pressing Ctrl-C in it later does not stop the stack.
 start_process() {
-	local name=$1 bin
+	local name=$1 bin addr args=()
 	bin="$BIN/$(binary_of "$name")"
+	if [[ $name == nginx ]]; then
+		bin=$(nginx_bin)
+		args=(-p "$NGINX_RUN/" -c "$NGINX_RUN/nginx.conf" -e stderr)
+	fi
 	if is_running "$name"; then
 		say "$name already running (pid $(pid_of "$name"); go tool task restart runs a new build)"
 		return
 	fi
 	[[ -x $bin ]] || die "$bin missing: run 'go tool task build'"
+	# Another program on our port would answer in our place (or make our
+	# process exit): refuse to start rather than test or use the wrong one.
+	addr=$(listen_addr "$name")
+	if [[ -n $addr ]] && port_open "$addr"; then
+		die "$addr, where $name listens, is already in use by another program (not this stack's $name; see 'ss -ltnp')"
+	fi
 	mkdir -p "$LOGS" "$PIDS"
 	(
 		if [[ -f $CONFIG/$name.env ]]; then
@@ -120,7 +167,7 @@ start_process() {
 			set +a
 		fi
 		cd "$ROOT"
-		exec setsid "$bin" </dev/null >>"$LOGS/$name.log" 2>&1
+		exec setsid "$bin" "${args[@]}" </dev/null >>"$LOGS/$name.log" 2>&1
 	) &
 	local pid=$! i comm
 	echo "$pid" >"$PIDS/$name.pid"
@@ -165,6 +212,37 @@ gateway_url() {
 	echo "http://$addr"
 }
 
+# build_frontend builds the browser app into frontend/dist when its sources
+# are newer than the last build (or there is none).
+build_frontend() {
+	local app="$ROOT/frontend" changed
+	if [[ ! -f $app/package.json ]]; then
+		say "skipping the browser app: frontend/package.json not there yet"
+		return
+	fi
+	if [[ -f $app/dist/index.html ]]; then
+		changed=$(find "$app/src" "$app/public" "$app/index.html" "$app"/package*.json "$app"/vite.config.* \
+			"$app"/tsconfig*.json -newer "$app/dist/index.html" -type f -print -quit 2>/dev/null || true)
+		if [[ -z $changed ]]; then
+			say "browser app up to date (frontend/dist)"
+			return
+		fi
+	fi
+	[[ -d $app/node_modules ]] || die "frontend/node_modules missing: run 'go tool task setup'"
+	say "npm --prefix frontend run build"
+	npm --prefix "$app" run build || die "building the browser app (frontend/) failed"
+}
+
+# render_proxy writes the proxy's nginx configuration for this stack's
+# gateways and checks it.
+render_proxy() {
+	local gateways=() name
+	for name in "${GATEWAYS[@]}"; do gateways+=("$(listen_addr "$name")"); done
+	PROXY_ADDR=$(proxy_addr) PROXY_GATEWAYS="${gateways[*]}" PROXY_ROOT="$ROOT/frontend/dist" \
+		PROXY_RUN_DIR="$NGINX_RUN" "$ROOT/proxy/render.sh" "$NGINX_RUN/nginx.conf"
+	"$(nginx_bin)" -t -q -p "$NGINX_RUN/" -c "$NGINX_RUN/nginx.conf" -e stderr || die "nginx refuses .run/nginx/nginx.conf"
+}
+
 cmd_build() {
 	mkdir -p "$BIN"
 	cd "$ROOT"
@@ -177,6 +255,7 @@ cmd_build() {
 			say "skipping ./$pkg (not there yet)"
 		fi
 	done
+	build_frontend
 }
 
 cmd_migrate() {
@@ -214,8 +293,15 @@ cmd_start() {
 		fi ;;
 		esac
 	done
+	# The proxy last, in front of the ready gateways.
+	build_frontend
+	nginx_bin >/dev/null
+	if ! is_running nginx; then render_proxy; fi
+	start_process nginx
+	wait_ready nginx http_ok "http://$(proxy_addr)/healthz"
+	[[ -f $ROOT/frontend/dist/index.html ]] || say "note: frontend/dist is not built yet: $(proxy_url) serves only /api"
 	echo
-	say "Rooms is up."
+	say "Rooms is up: $(proxy_url)"
 	for name in "${GATEWAYS[@]}"; do
 		if is_running "$name"; then say "  $name: $(gateway_url "$name")  (API under /api, WebSocket /api/chat/rooms/{id})"; fi
 	done
@@ -249,7 +335,7 @@ cmd_stop() {
 	# Gateways first (they stop accepting and flush their producers), then the
 	# workers (they finish their batch), then the broker they both use. Each
 	# group stops in parallel.
-	for group in "${GATEWAYS[*]}" "${WORKERS[*]}" devbroker; do
+	for group in nginx "${GATEWAYS[*]}" "${WORKERS[*]}" devbroker; do
 		pids=()
 		for name in $group; do
 			stop_process "$name" &
@@ -262,7 +348,7 @@ cmd_stop() {
 
 cmd_status() {
 	local name state
-	for name in devbroker "${GATEWAYS[@]}" "${WORKERS[@]}"; do
+	for name in devbroker "${GATEWAYS[@]}" "${WORKERS[@]}" nginx; do
 		if is_running "$name"; then
 			state="running (pid $(pid_of "$name"))"
 			if [[ $name == gateway-* ]]; then
@@ -270,6 +356,13 @@ cmd_status() {
 					state+=", ready at $(gateway_url "$name")"
 				else
 					state+=", NOT ready at $(gateway_url "$name")"
+				fi
+			fi
+			if [[ $name == nginx ]]; then
+				if http_ok "http://$(proxy_addr)/healthz"; then
+					state+=", serving $(proxy_url)"
+				else
+					state+=", NOT answering at $(proxy_url)"
 				fi
 			fi
 		else
@@ -282,7 +375,7 @@ cmd_status() {
 cmd_logs() {
 	local files=() name
 	if [[ $# -eq 0 ]]; then
-		set -- devbroker "${GATEWAYS[@]}" "${WORKERS[@]}"
+		set -- devbroker "${GATEWAYS[@]}" "${WORKERS[@]}" nginx
 	fi
 	for name in "$@"; do
 		binary_of "$name" >/dev/null
