@@ -47,6 +47,8 @@ for m in "${modules[@]}"; do
 	check "govulncheck ./$m/... (db ${vulndb:-missing})" \
 		go tool govulncheck -db "$vulndb" -C "$m" ./...
 done
+# A short run of every fuzz target (FUZZTIME each, default 10s).
+check "fuzz targets (go tool task test:fuzz)" go tool task test:fuzz
 
 if [[ ${#failed[@]} -gt 0 ]]; then
 	printf '\ntest: %d step(s) failed:\n' "${#failed[@]}" >&2

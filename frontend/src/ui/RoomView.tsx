@@ -312,7 +312,8 @@ function Composer({ session, disabled }: { session: RoomSession; disabled: boole
         id="composer-input"
         ref={ref}
         rows={1}
-        placeholder="Write a message (Enter to send, Shift+Enter for a new line)"
+        placeholder="Write a message…"
+        title="Enter sends, Shift+Enter starts a new line"
         value={text}
         disabled={disabled}
         aria-describedby="composer-count"

@@ -108,11 +108,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.WS = ws.New(ws.Config{
 		// A fresh suffix per process keeps the presence entries of a
 		// restarted instance apart from the stale ones of its predecessor.
-		GatewayID:      cfg.GatewayID + "-" + rand.Text()[:6],
-		RedisPrefix:    cfg.Redis.Prefix,
-		AllowedOrigins: List(cfg.AllowedOrigins),
-		MaxContent:     cfg.MaxContent,
-		SendLimit:      sendLimit,
+		GatewayID:       cfg.GatewayID + "-" + rand.Text()[:6],
+		RedisPrefix:     cfg.Redis.Prefix,
+		AllowedOrigins:  List(cfg.AllowedOrigins),
+		MaxContent:      cfg.MaxContent,
+		SendLimit:       sendLimit,
+		MaxConns:        cfg.WSMaxConns,
+		MaxConnsPerUser: cfg.WSMaxConnsPerUser,
 	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: a.Limiter, Producer: a.Producer, Redis: a.Redis}, log)
 	a.Background("websocket", a.WS.Run)
 	a.OnShutdown("websocket drain", a.WS.Drain)

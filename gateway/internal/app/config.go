@@ -53,6 +53,11 @@ type Config struct {
 	// to every message's latency).
 	KafkaLinger time.Duration `env:"KAFKA_LINGER" envDefault:"2ms"`
 
+	// WSMaxConns bounds this gateway's open WebSockets; WSMaxConnsPerUser
+	// one user's open WebSockets on this gateway.
+	WSMaxConns        int `env:"WS_MAX_CONNS" envDefault:"20000"`
+	WSMaxConnsPerUser int `env:"WS_MAX_CONNS_PER_USER" envDefault:"20"`
+
 	HTTPReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"15s"`
 	HTTPIdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"120s"`
 }
@@ -81,6 +86,8 @@ func ParseConfig(getenv func(string) string) (Config, error) {
 		return cfg, fmt.Errorf("AUTH_RATE_LIMIT and AUTH_RATE_LIMIT_IP must not be negative")
 	case cfg.SendRate < 0 || cfg.SendBurst < 0:
 		return cfg, fmt.Errorf("SEND_RATE and SEND_BURST must not be negative")
+	case cfg.WSMaxConns < 1 || cfg.WSMaxConnsPerUser < 1:
+		return cfg, fmt.Errorf("WS_MAX_CONNS and WS_MAX_CONNS_PER_USER must be at least 1")
 	case cfg.MaxContent < 1:
 		return cfg, fmt.Errorf("MAX_CONTENT must be at least 1")
 	case strings.Contains(cfg.GatewayID, "|"):

@@ -2,9 +2,10 @@ package ws
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -85,6 +86,16 @@ func (s *Server) serve(ws *websocket.Conn) {
 	if sess == nil {
 		return
 	}
+	if sess.slot != nil {
+		defer sess.slot.release()
+		if !sess.slot.claim() {
+			// The slot expired before the connection started: it is no
+			// longer counted, so it must not stay open.
+			_ = ws.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(CloseTryAgainLater, "try again later"), time.Now().Add(time.Second))
+			return
+		}
+	}
 	c := &conn{
 		srv: s, ws: ws, id: uuid.NewString(), roomID: sess.roomID, claims: sess.claims,
 		userID: strconv.FormatInt(sess.claims.UserID, 10), v2: ws.Subprotocol() == Subprotocol,
@@ -136,7 +147,7 @@ func (s *Server) serve(ws *websocket.Conn) {
 		defer close(writerDone)
 		c.writeLoop(initial, last)
 	}()
-	c.readLoop()
+	c.readLoopContained()
 	close(c.readerDone)
 	c.close(0, "")
 	<-writerDone
@@ -198,6 +209,17 @@ func (s *Server) initialFrames(ctx context.Context, c *conn, since int64) ([][]b
 func (c *conn) writeLoop(initial [][]byte, last int64) {
 	cfg := c.srv.cfg
 	defer c.ws.Close()
+	// A panic here (a bug) ends only this connection: it is logged and the
+	// client gets 1011 before the socket closes (deferred above, so it runs
+	// after this).
+	defer func() {
+		if r := recover(); r != nil {
+			c.logger.Error("websocket writer panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			c.close(CloseInternal, "internal error")
+			_ = c.ws.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(CloseInternal, "internal error"), time.Now().Add(time.Second))
+		}
+	}()
 	for _, b := range initial {
 		if err := c.write(b); err != nil {
 			c.close(0, "")
@@ -331,35 +353,36 @@ func (c *conn) readLoop() {
 			return
 		default:
 		}
-		if c.v2 {
-			c.handleV2(data)
-		} else {
-			c.send(string(data), "")
-		}
+		c.handle(data)
 	}
 }
 
-func (c *conn) handleV2(data []byte) {
-	var f clientFrame
-	if err := json.Unmarshal(data, &f); err != nil {
-		c.enqueue(frame{data: encodeError(message.CodeInvalid, "frame is not a JSON object", "")})
+// readLoopContained runs readLoop; a panic in it (a bug) ends only this
+// connection, with 1011, and is logged.
+func (c *conn) readLoopContained() {
+	defer func() {
+		if r := recover(); r != nil {
+			c.logger.Error("websocket reader panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			c.close(CloseInternal, "internal error")
+		}
+	}()
+	c.readLoop()
+}
+
+// handle acts on one client frame of either protocol.
+func (c *conn) handle(data []byte) {
+	parse := parseLegacy
+	if c.v2 {
+		parse = parseV2
+	}
+	req, rerr := parse(data, c.srv.cfg.MaxContent)
+	if rerr != nil {
+		c.enqueue(frame{data: encodeError(rerr.Code, rerr.Message, rerr.ClientMsgID)})
 		return
 	}
-	switch f.Type {
+	switch req.Type {
 	case "send":
-		if f.ClientMsgID == nil {
-			c.enqueue(frame{data: encodeError(message.CodeInvalid, "client_msg_id is required", "")})
-			return
-		}
-		if err := message.ValidateClientMsgID(*f.ClientMsgID); err != nil {
-			c.enqueue(frame{data: encodeError(message.CodeInvalid, safeMessage(err), "")})
-			return
-		}
-		if f.Content == nil {
-			c.enqueue(frame{data: encodeError(message.CodeInvalid, "content is required", *f.ClientMsgID)})
-			return
-		}
-		c.send(*f.Content, *f.ClientMsgID)
+		c.send(req.Content, req.ClientMsgID)
 	case "typing":
 		// At most one typing event per second per connection reaches Redis.
 		if now := time.Now(); now.Sub(c.lastTyping) >= time.Second {
@@ -372,34 +395,15 @@ func (c *conn) handleV2(data []byte) {
 		}
 	case "ping":
 		c.enqueue(frame{data: pongBytes})
-	default:
-		c.enqueue(frame{data: encodeError(message.CodeInvalid, "unknown frame type", "")})
 	}
 }
 
-func safeMessage(err error) string {
-	var me *message.Error
-	if errors.As(err, &me) {
-		return me.Message
-	}
-	return "invalid message"
-}
-
-// send validates content, applies the per-user rate limit, stamps and
+// send applies the per-user rate limit to validated content, stamps and
 // produces the message. In v2 the ack (or error) is queued when the
 // delivery report arrives; legacy clients see their message when it is
 // fanned out, and errors as error frames.
 func (c *conn) send(content, clientMsgID string) {
 	cfg := c.srv.cfg
-	if err := message.ValidateContent(content, cfg.MaxContent); err != nil {
-		code := message.CodeInvalid
-		var me *message.Error
-		if errors.As(err, &me) {
-			code = me.Code
-		}
-		c.enqueue(frame{data: encodeError(code, safeMessage(err), clientMsgID)})
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	ok, _, err := c.srv.deps.Limiter.Allow(ctx, "send:user:"+c.userID, cfg.SendLimit)
 	cancel()

@@ -46,6 +46,13 @@ type env struct {
 
 func newEnv(t *testing.T, tune func(*ws.Config)) *env {
 	t.Helper()
+	return newEnvWith(t, tune, nil)
+}
+
+// newEnvWith is newEnv whose Server gets the Deps that wrap returns (for
+// fault injection around the real ones).
+func newEnvWith(t *testing.T, tune func(*ws.Config), wrap func(ws.Deps) ws.Deps) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	e := &env{t: t, db: testenv.Postgres(t)}
@@ -81,9 +88,13 @@ func newEnv(t *testing.T, tune func(*ws.Config)) *env {
 	if tune != nil {
 		tune(&cfg)
 	}
-	e.srv = ws.New(cfg, ws.Deps{
+	deps := ws.Deps{
 		Auth: a, Store: st, Limiter: ratelimit.New(e.rdb, e.prefix), Producer: p, Redis: e.rdb,
-	}, logger)
+	}
+	if wrap != nil {
+		deps = wrap(deps)
+	}
+	e.srv = ws.New(cfg, deps, logger)
 	runDone := make(chan struct{})
 	go func() { defer close(runDone); _ = e.srv.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-runDone })

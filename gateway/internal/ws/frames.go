@@ -2,7 +2,9 @@ package ws
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -18,6 +20,8 @@ const (
 	CloseGoingAway      = 1001
 	ClosePolicy         = 1008
 	CloseTooBig         = 1009
+	CloseInternal       = 1011
+	CloseTryAgainLater  = 1013
 	CloseTokenExpired   = 4001
 	CloseTooSlow        = 4008
 	CloseRateLimited    = 4029
@@ -72,6 +76,78 @@ type clientFrame struct {
 }
 
 var pongBytes = []byte(`{"type":"pong"}`)
+
+// request is a client frame that passed every check: a send with valid
+// content (and, in v2, a valid client_msg_id), a typing event or a ping.
+type request struct {
+	Type        string // "send", "typing" or "ping"
+	Content     string
+	ClientMsgID string
+}
+
+// requestError is a refused client frame: the error frame to answer, with
+// the client_msg_id when the frame carried a valid one.
+type requestError struct {
+	Code        string
+	Message     string
+	ClientMsgID string
+}
+
+func invalid(msg, clientMsgID string) *requestError {
+	return &requestError{Code: message.CodeInvalid, Message: msg, ClientMsgID: clientMsgID}
+}
+
+// contentError turns a message.ValidateContent failure into its error frame.
+func contentError(err error, clientMsgID string) *requestError {
+	var me *message.Error
+	if errors.As(err, &me) {
+		return &requestError{Code: me.Code, Message: me.Message, ClientMsgID: clientMsgID}
+	}
+	return invalid("invalid message", clientMsgID)
+}
+
+// parseLegacy checks a legacy client frame, whose whole text is the
+// content, against the content rules (maxContent characters).
+func parseLegacy(data []byte, maxContent int) (request, *requestError) {
+	content := string(data)
+	if err := message.ValidateContent(content, maxContent); err != nil {
+		return request{}, contentError(err, "")
+	}
+	return request{Type: "send", Content: content}, nil
+}
+
+// parseV2 decodes and checks a rooms.v2 client frame. A frame that is not
+// valid UTF-8 is refused as a whole: encoding/json would otherwise replace
+// the invalid bytes and accept content the client never sent.
+func parseV2(data []byte, maxContent int) (request, *requestError) {
+	if !utf8.Valid(data) {
+		return request{}, invalid("frame is not valid UTF-8", "")
+	}
+	var f clientFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return request{}, invalid("frame is not a JSON object", "")
+	}
+	switch f.Type {
+	case "send":
+		if f.ClientMsgID == nil {
+			return request{}, invalid("client_msg_id is required", "")
+		}
+		if err := message.ValidateClientMsgID(*f.ClientMsgID); err != nil {
+			return request{}, contentError(err, "")
+		}
+		if f.Content == nil {
+			return request{}, invalid("content is required", *f.ClientMsgID)
+		}
+		if err := message.ValidateContent(*f.Content, maxContent); err != nil {
+			return request{}, contentError(err, *f.ClientMsgID)
+		}
+		return request{Type: "send", Content: *f.Content, ClientMsgID: *f.ClientMsgID}, nil
+	case "typing", "ping":
+		return request{Type: f.Type}, nil
+	default:
+		return request{}, invalid("unknown frame type", "")
+	}
+}
 
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,6 +97,12 @@ type Config struct {
 	MaxReplay int
 	// History is the size of the legacy first frame (100).
 	History int
+	// MaxConns bounds this gateway's open WebSockets (20000); a handshake
+	// over it is refused with 503 unavailable.
+	MaxConns int
+	// MaxConnsPerUser bounds one user's open WebSockets on this gateway
+	// (20); a handshake over it is refused with 429 rate_limited.
+	MaxConnsPerUser int
 }
 
 func (c Config) withDefaults() Config {
@@ -135,6 +142,12 @@ func (c Config) withDefaults() Config {
 	if c.History <= 0 {
 		c.History = 100
 	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 20000
+	}
+	if c.MaxConnsPerUser <= 0 {
+		c.MaxConnsPerUser = 20
+	}
 	return c
 }
 
@@ -156,6 +169,7 @@ type Server struct {
 	reader   *fanout.Reader
 	presence *presence.Registry
 	handler  fiber.Handler
+	limits   *connLimiter
 
 	draining atomic.Bool
 }
@@ -164,7 +178,7 @@ type Server struct {
 // Upgrade on the WebSocket route.
 func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, deps: deps, logger: logger}
+	s := &Server{cfg: cfg, deps: deps, logger: logger, limits: newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerUser)}
 	s.presence = presence.NewRegistry(deps.Redis, cfg.RedisPrefix, cfg.GatewayID, logger)
 	// The hub and the reader refer to each other: the reader delivers to the
 	// hub, the hub tracks rooms in the reader.
@@ -175,9 +189,15 @@ func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 		Subprotocols:    []string{Subprotocol},
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
+		// A panic in the connection's handler goroutine outside the reader
+		// loop (which recovers by itself) ends only that connection, with
+		// 1011; Fiber's recover middleware does not cover hijacked
+		// connections.
 		RecoverHandler: func(c *websocket.Conn) {
 			if r := recover(); r != nil {
-				logger.Error("websocket handler panic", "panic", fmt.Sprint(r))
+				logger.Error("websocket handler panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				_ = c.WriteControl(websocket.CloseMessage,
+					websocket.FormatCloseMessage(CloseInternal, "internal error"), time.Now().Add(time.Second))
 			}
 		},
 	})
@@ -261,7 +281,16 @@ type session struct {
 	claims   auth.Claims
 	roomID   int64
 	sinceSeq int64 // -1 when absent
+	slot     *slot // this connection's place under the connection limits
 }
+
+// unclaimedSlotTimeout releases the connection slot of a handshake whose
+// upgraded connection never starts (its answer could not be written).
+const unclaimedSlotTimeout = 30 * time.Second
+
+// retryAfterConns is the Retry-After, in seconds, of a handshake refused by
+// a connection limit.
+const retryAfterConns = "5"
 
 const sessionKey = "ws.session"
 
@@ -271,12 +300,17 @@ func apiError(c *fiber.Ctx, status int, code, msg string) error {
 
 // Upgrade returns the handler of GET /api/chat/rooms/:id for WebSocket
 // upgrade requests. It answers refused handshakes with the API's error JSON
-// (401, 403, 404, 400 for a bad since_seq, 503 while draining or when a
-// dependency fails) and upgrades the rest, negotiating rooms.v2.
+// (401, 403, 404, 400 for a bad since_seq, 503 while draining, when a
+// dependency fails or the gateway has MaxConns sockets, 429 when the user
+// has MaxConnsPerUser) and upgrades the rest, negotiating rooms.v2.
 func (s *Server) Upgrade() fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		if s.draining.Load() {
 			return apiError(c, fiber.StatusServiceUnavailable, "unavailable", "server is draining")
+		}
+		if s.limits.full() {
+			c.Set(fiber.HeaderRetryAfter, retryAfterConns)
+			return apiError(c, fiber.StatusServiceUnavailable, "unavailable", "too many connections on this server")
 		}
 		if origin := c.Get(fiber.HeaderOrigin); origin != "" && !s.originAllowed(origin) {
 			return apiError(c, fiber.StatusForbidden, "forbidden_origin", "origin not allowed")
@@ -303,8 +337,24 @@ func (s *Server) Upgrade() fiber.Handler {
 				return apiError(c, fiber.StatusBadRequest, "validation_failed", "since_seq must be a non-negative integer")
 			}
 		}
-		c.Locals(sessionKey, &session{claims: claims, roomID: roomID, sinceSeq: since})
-		return s.handler(c)
+		sl, err := s.limits.acquire(claims.UserID)
+		switch {
+		case errors.Is(err, errNodeFull):
+			c.Set(fiber.HeaderRetryAfter, retryAfterConns)
+			return apiError(c, fiber.StatusServiceUnavailable, "unavailable", "too many connections on this server")
+		case errors.Is(err, errUserFull):
+			c.Set(fiber.HeaderRetryAfter, retryAfterConns)
+			return apiError(c, fiber.StatusTooManyRequests, "rate_limited", "too many open connections for this user")
+		}
+		c.Locals(sessionKey, &session{claims: claims, roomID: roomID, sinceSeq: since, slot: sl})
+		err = s.handler(c)
+		if !c.Context().Hijacked() {
+			// Not upgraded: the connection will never start.
+			sl.release()
+		} else {
+			sl.expireUnclaimed(unclaimedSlotTimeout)
+		}
+		return err
 	}
 }
 
