@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# bench.sh runs the load generator (loadtest/cmd/roomsbench) against the
+# running local stack (`go tool task up`; the Taskfile starts it first).
+#
+# Usage: loadtest/bench.sh full|quick [roomsbench flags...]
+#
+#   full   the benchmark of docs/performance.md: chat, fanout, connect and
+#          resume; result in loadtest/results/bench-<date>.json
+#   quick  a smoke run under a minute (small chat with two steps and a short
+#          resume); fails only if a message is lost, duplicated or reordered
+#          or a seq is skipped, never on timing; result in
+#          loadtest/results/quick-<date>.json (not committed)
+#
+# Users are created once and their credentials cached in .run/bench-users.json.
+# Their REST calls come from 127.0.0.2-127.0.0.254, so the per-IP limit on
+# login and register (AUTH_RATE_LIMIT_IP) applies per simulated client address
+# as it would for real clients, and the stack runs with its normal settings.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+
+mode=${1:-}
+shift || true
+
+mkdir -p .run/bin
+go build -o .run/bin/roomsbench ./loadtest/cmd/roomsbench
+
+# The gateways the clients are spread over, from the stack's config.
+targets=()
+for f in config/gateway-*.env; do
+	targets+=("http://$(sed -n 's/^HTTP_ADDR=//p' "$f")")
+done
+target_list=$(IFS=,; echo "${targets[*]}")
+
+case $mode in
+full)
+	exec .run/bin/roomsbench -targets "$target_list" -name bench "$@"
+	;;
+quick)
+	exec .run/bin/roomsbench -targets "$target_list" -name quick \
+		-workloads chat,resume -rooms 10 -clients 5 -steps 100,200 -step 10s -warmup 2s -drain 5s \
+		-resume-rooms 5 -resume-senders 2 -resume-clients 10 -resume-rate 50 -resume-drop 3s -resume-after 2s \
+		"$@"
+	;;
+*)
+	echo "usage: $0 full|quick [roomsbench flags...]" >&2
+	exit 2
+	;;
+esac

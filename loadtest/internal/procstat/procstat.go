@@ -1,0 +1,256 @@
+// Package procstat samples the CPU time and resident memory of the server
+// processes from /proc: CPU seconds over an interval and peak RSS.
+package procstat
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat
+// (100 on every Linux architecture Go supports).
+const clockTicks = 100
+
+// Group is a named set of processes measured together (e.g. every
+// PostgreSQL backend as "postgres").
+type Group struct {
+	Name string
+	PIDs []int
+	// PIDFile, when set, is read at each sample (a restarted process is
+	// followed).
+	PIDFile string
+	// Pattern, when set, is a pgrep -f pattern re-run at each sample, for
+	// groups whose processes come and go (PostgreSQL backends).
+	Pattern string
+}
+
+// Sample is one reading of a group.
+type Sample struct {
+	CPU time.Duration // utime+stime summed over the group's live processes
+	RSS int64         // VmRSS summed, bytes
+}
+
+// Read reads /proc for one pid.
+func Read(pid int) (Sample, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return Sample{}, err
+	}
+	cpu, err := ParseStat(stat)
+	if err != nil {
+		return Sample{}, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Sample{}, err
+	}
+	return Sample{CPU: cpu, RSS: ParseRSS(status)}, nil
+}
+
+// ParseStat returns utime+stime of a /proc/<pid>/stat line. The command name
+// (field 2) may hold spaces and parentheses, so fields are counted after its
+// last ')'.
+func ParseStat(stat []byte) (time.Duration, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed stat")
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	// After the name: state(3) ppid(4) … utime(14) stime(15).
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("malformed stat: %d fields", len(fields))
+	}
+	ut, err1 := strconv.ParseInt(fields[11], 10, 64)
+	st, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("malformed stat times")
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// ParseRSS returns VmRSS in bytes from /proc/<pid>/status (0 when absent,
+// as for kernel threads and zombies).
+func ParseRSS(status []byte) int64 {
+	for line := range bytes.SplitSeq(status, []byte("\n")) {
+		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		if !ok {
+			continue
+		}
+		f := strings.Fields(string(rest))
+		if len(f) == 0 {
+			return 0
+		}
+		kb, _ := strconv.ParseInt(f[0], 10, 64)
+		return kb << 10
+	}
+	return 0
+}
+
+// pids returns the group's current processes.
+func (g Group) pids() []int {
+	switch {
+	case g.PIDFile != "":
+		raw, err := os.ReadFile(g.PIDFile)
+		if err != nil {
+			return nil
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil {
+			return nil
+		}
+		return []int{pid}
+	case g.Pattern != "":
+		return Pgrep(g.Pattern)
+	}
+	return g.PIDs
+}
+
+// Pgrep lists the pids whose command line matches pattern (pgrep -f).
+func Pgrep(pattern string) []int {
+	out, _ := exec.Command("pgrep", "-f", pattern).Output()
+	var pids []int
+	self := os.Getpid()
+	for f := range strings.FieldsSeq(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid != self {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// read sums a group; processes that vanished are skipped.
+func (g Group) read() Sample {
+	var s Sample
+	for _, pid := range g.pids() {
+		p, err := Read(pid)
+		if err != nil {
+			continue
+		}
+		s.CPU += p.CPU
+		s.RSS += p.RSS
+	}
+	return s
+}
+
+// StackGroups finds the local stack's processes: one group per pid file in
+// dir (.run/pid: devbroker, gateway-N, worker-N, a proxy if any), plus
+// PostgreSQL and Redis by command line.
+func StackGroups(dir string) []Group {
+	var groups []Group
+	files, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
+	sort.Strings(files)
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			continue
+		}
+		groups = append(groups, Group{Name: strings.TrimSuffix(filepath.Base(f), ".pid"), PIDFile: f})
+	}
+	groups = append(groups,
+		// The machine's PostgreSQL cluster: its postmaster and every backend
+		// ("postgres: 15/main: …"), not private test clusters.
+		Group{Name: "postgres", Pattern: "^(/usr/lib/postgresql/[0-9]+/bin/postgres -D /var/lib/postgresql|postgres: [0-9]+/main:)"},
+		Group{Name: "redis", Pattern: "^(/usr/bin/)?redis-server 127\\.0\\.0\\.1:6379"},
+	)
+	return groups
+}
+
+// Usage is what a group used over an interval.
+type Usage struct {
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// PeakRSS is the highest summed RSS sampled, in bytes.
+	PeakRSS int64 `json:"peak_rss_bytes"`
+	// EndRSS is the summed RSS at the end, in bytes.
+	EndRSS int64 `json:"end_rss_bytes"`
+}
+
+// Sampler measures groups over intervals: Begin starts one, End returns the
+// usage since Begin. A background loop samples RSS for the peaks.
+type Sampler struct {
+	groups []Group
+	every  time.Duration
+
+	mu    sync.Mutex
+	start map[string]Sample
+	peak  map[string]int64
+}
+
+// NewSampler returns a sampler of groups sampling RSS every interval.
+func NewSampler(groups []Group, every time.Duration) *Sampler {
+	return &Sampler{groups: groups, every: every, start: map[string]Sample{}, peak: map[string]int64{}}
+}
+
+// Groups are the sampled groups.
+func (s *Sampler) Groups() []Group { return s.groups }
+
+// Run samples RSS until ctx ends.
+func (s *Sampler) Run(ctx context.Context) {
+	t := time.NewTicker(s.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, g := range s.groups {
+			rss := g.read().RSS
+			s.mu.Lock()
+			s.peak[g.Name] = max(s.peak[g.Name], rss)
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Begin starts an interval.
+func (s *Sampler) Begin() {
+	for _, g := range s.groups {
+		r := g.read()
+		s.mu.Lock()
+		s.start[g.Name] = r
+		s.peak[g.Name] = r.RSS
+		s.mu.Unlock()
+	}
+}
+
+// End returns each group's usage since Begin.
+func (s *Sampler) End() map[string]Usage {
+	out := map[string]Usage{}
+	for _, g := range s.groups {
+		r := g.read()
+		s.mu.Lock()
+		st := s.start[g.Name]
+		out[g.Name] = Usage{
+			CPUSeconds: max(0, (r.CPU - st.CPU).Seconds()),
+			PeakRSS:    max(s.peak[g.Name], r.RSS),
+			EndRSS:     r.RSS,
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// RSS returns each group's current summed RSS.
+func (s *Sampler) RSS() map[string]int64 {
+	out := map[string]int64{}
+	for _, g := range s.groups {
+		out[g.Name] = g.read().RSS
+	}
+	return out
+}

@@ -1,0 +1,76 @@
+package procstat_test
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"rooms/loadtest/internal/procstat"
+)
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		name string
+		stat string
+		want time.Duration
+		ok   bool
+	}{
+		{"plain", "123 (gateway) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 100 1000 50", 3 * time.Second, true},
+		{"name with spaces and parens", "7 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 1 2 0 0", 30 * time.Millisecond, true},
+		{"truncated", "7 (x) R 1 2", 0, false},
+		{"no name", "garbage", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := procstat.ParseStat([]byte(tt.stat))
+			if (err == nil) != tt.ok || got != tt.want {
+				t.Fatalf("ParseStat = %v, %v; want %v, ok %v", got, err, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestParseRSS(t *testing.T) {
+	status := "Name:\tgateway\nVmPeak:\t  9000 kB\nVmRSS:\t    2048 kB\nThreads:\t7\n"
+	if got := procstat.ParseRSS([]byte(status)); got != 2048<<10 {
+		t.Fatalf("ParseRSS = %d", got)
+	}
+	if got := procstat.ParseRSS([]byte("Name:\tkthreadd\n")); got != 0 {
+		t.Fatalf("ParseRSS without VmRSS = %d", got)
+	}
+}
+
+func TestReadSelfAndSampler(t *testing.T) {
+	s, err := procstat.Read(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.RSS <= 0 {
+		t.Fatalf("own RSS = %d", s.RSS)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/me.pid", []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	groups := []procstat.Group{{Name: "self", PIDs: []int{os.Getpid()}}}
+	smp := procstat.NewSampler(groups, 10*time.Millisecond)
+	smp.Begin()
+	x := 0
+	for i := range 20_000_000 {
+		x += i
+	}
+	_ = x
+	u := smp.End()["self"]
+	if u.CPUSeconds < 0 || u.PeakRSS <= 0 {
+		t.Fatalf("usage = %+v", u)
+	}
+	found := false
+	for _, g := range procstat.StackGroups(dir) {
+		if g.Name == "me" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("StackGroups ignored a pid file of a live process")
+	}
+}

@@ -1,0 +1,178 @@
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"rooms/loadtest/internal/check"
+	"rooms/loadtest/internal/procstat"
+)
+
+// Step is the result of one step of a workload.
+type Step struct {
+	Name string `json:"name"`
+	// Warmup steps are reported but never count as held.
+	Warmup          bool    `json:"warmup,omitempty"`
+	TargetRate      float64 `json:"target_rate"`
+	DurationSeconds float64 `json:"duration_seconds"`
+	// Published and Delivered are per second over the step; Sent, Acked,
+	// Refused, WriteFailed and Delivered* are counts.
+	Published      float64                   `json:"published_per_second"`
+	DeliveredRate  float64                   `json:"delivered_per_second"`
+	Sent           int64                     `json:"sent"`
+	WriteFailed    int64                     `json:"write_failed"`
+	Acked          int64                     `json:"acked"`
+	Refused        int64                     `json:"refused"`
+	Unconfirmed    int64                     `json:"unconfirmed"`
+	Expected       int64                     `json:"expected_deliveries"`
+	Delivered      int64                     `json:"delivered"`
+	DeliveryRatio  float64                   `json:"delivery_ratio"`
+	Late           int64                     `json:"late_deliveries"`
+	Check          check.Totals              `json:"check"`
+	Ack            Latency                   `json:"ack_latency"`
+	E2E            Latency                   `json:"e2e_latency"`
+	SendLag        Latency                   `json:"send_lag"`
+	Valid          bool                      `json:"valid"`
+	Held           bool                      `json:"held"`
+	Note           string                    `json:"note,omitempty"`
+	Processes      map[string]procstat.Usage `json:"processes,omitempty"`
+	ServerCPU      float64                   `json:"server_cpu_seconds"`
+	CPUPerDelivery float64                   `json:"server_cpu_us_per_delivered"`
+	// CPUPerDeliveryByProcess is CPU-µs per delivered message per process.
+	CPUPerDeliveryByProcess map[string]float64 `json:"cpu_us_per_delivered_by_process,omitempty"`
+}
+
+// Workload is the result of one workload.
+type Workload struct {
+	Name   string             `json:"name"`
+	Shape  string             `json:"shape"`
+	Steps  []Step             `json:"steps,omitempty"`
+	Totals check.Totals       `json:"totals"`
+	Errors map[string]int64   `json:"error_frames,omitempty"`
+	Closes map[string]int64   `json:"unexpected_closes,omitempty"`
+	Extra  map[string]any     `json:"extra,omitempty"`
+	Lat    map[string]Latency `json:"latencies,omitempty"`
+	// HighestHeld is the highest non-warm-up step that held.
+	HighestHeld float64  `json:"highest_step_held"`
+	Failed      bool     `json:"failed"`
+	Problems    []string `json:"problems,omitempty"`
+}
+
+// Result is one benchmark run.
+type Result struct {
+	Started   time.Time  `json:"started"`
+	Finished  time.Time  `json:"finished"`
+	Command   string     `json:"command"`
+	Targets   []string   `json:"targets"`
+	Host      Host       `json:"host"`
+	Note      string     `json:"note,omitempty"`
+	Workloads []Workload `json:"workloads"`
+}
+
+// Host describes the machine.
+type Host struct {
+	Hostname string  `json:"hostname"`
+	CPUs     int     `json:"cpus"`
+	CPUModel string  `json:"cpu_model"`
+	MemoryGB float64 `json:"memory_gb"`
+	Kernel   string  `json:"kernel"`
+	GoVer    string  `json:"go"`
+	Load1    string  `json:"load_average_at_start"`
+}
+
+// Failed reports whether any workload failed its checks.
+func (r *Result) Failed() bool {
+	for _, w := range r.Workloads {
+		if w.Failed {
+			return true
+		}
+	}
+	return false
+}
+
+// WriteJSON writes r to dir/<prefix>-<date>.json and returns the path.
+func (r *Result) WriteJSON(dir, prefix string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, prefix+"-"+r.Started.UTC().Format("20060102-150405")+".json")
+	raw, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, append(raw, '\n'), 0o644)
+}
+
+func ms(v float64) string { return fmt.Sprintf("%.1f", v) }
+
+// WriteTable writes the human report.
+func (r *Result) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "\nRooms benchmark %s  targets %s\n", r.Started.Format(time.RFC3339), strings.Join(r.Targets, " "))
+	fmt.Fprintf(w, "host %s: %d CPUs (%s), %.1f GB, load %s\n", r.Host.Hostname, r.Host.CPUs, r.Host.CPUModel, r.Host.MemoryGB, r.Host.Load1)
+	if r.Note != "" {
+		fmt.Fprintf(w, "note: %s\n", r.Note)
+	}
+	for _, wl := range r.Workloads {
+		fmt.Fprintf(w, "\n== %s (%s)\n", wl.Name, wl.Shape)
+		if len(wl.Steps) > 0 {
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "step\tpub/s\tdeliv/s\tratio\tlost\tdup\treord\tgaps\tack p50\tack p99\te2e p50\tp90\tp99\tp99.9\tmax\tlag p99\tcpu µs/msg\tvalid\theld\t")
+			for _, s := range wl.Steps {
+				fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.4f\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%v\t%v\t\n",
+					s.Name, s.Published, s.DeliveredRate, s.DeliveryRatio, s.Check.Lost, s.Check.Dups, s.Check.Reorders, s.Check.SeqGaps,
+					ms(s.Ack.P50), ms(s.Ack.P99), ms(s.E2E.P50), ms(s.E2E.P90), ms(s.E2E.P99), ms(s.E2E.P999), ms(s.E2E.Max),
+					ms(s.SendLag.P99), s.CPUPerDelivery, s.Valid, s.Held)
+			}
+			tw.Flush()
+			last := wl.Steps[len(wl.Steps)-1]
+			if len(last.Processes) > 0 {
+				fmt.Fprintf(w, "server processes in step %s (CPU s, CPU-µs/delivered, peak RSS MB):", last.Name)
+				for _, name := range sortedKeys(last.Processes) {
+					u := last.Processes[name]
+					fmt.Fprintf(w, "  %s %.2f/%.1f/%.0f", name, u.CPUSeconds, last.CPUPerDeliveryByProcess[name], float64(u.PeakRSS)/(1<<20))
+				}
+				fmt.Fprintln(w)
+			}
+		}
+		for _, name := range sortedKeys(wl.Lat) {
+			l := wl.Lat[name]
+			fmt.Fprintf(w, "%s: n=%d p50 %s ms, p90 %s, p99 %s, p99.9 %s, max %s\n", name, l.Count, ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999), ms(l.Max))
+		}
+		for _, k := range sortedKeys(wl.Extra) {
+			fmt.Fprintf(w, "%s: %v\n", k, wl.Extra[k])
+		}
+		t := wl.Totals
+		fmt.Fprintf(w, "check: expected %d received %d lost %d duplicates %d reordered %d seq gaps %d seq repeats %d\n",
+			t.Expected, t.Received, t.Lost, t.Dups, t.Reorders, t.SeqGaps, t.SeqRepeats)
+		if len(wl.Errors) > 0 {
+			fmt.Fprintf(w, "error frames: %v\n", wl.Errors)
+		}
+		if len(wl.Closes) > 0 {
+			fmt.Fprintf(w, "unexpected closes by code (-1: failed redial): %v\n", wl.Closes)
+		}
+		if wl.HighestHeld > 0 {
+			fmt.Fprintf(w, "highest step held: %.0f msgs/s\n", wl.HighestHeld)
+		}
+		status := "OK"
+		if wl.Failed {
+			status = "FAILED: " + strings.Join(wl.Problems, "; ")
+		}
+		fmt.Fprintf(w, "result: %s\n", status)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

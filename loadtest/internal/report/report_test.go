@@ -1,0 +1,87 @@
+package report_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"rooms/loadtest/internal/check"
+	"rooms/loadtest/internal/report"
+)
+
+func TestHistSummaryAndMerge(t *testing.T) {
+	a, b := report.NewHist(), report.NewHist()
+	for i := 1; i <= 99; i++ {
+		a.Record(time.Duration(i) * time.Millisecond)
+	}
+	b.Record(time.Second)
+	b.Record(-time.Second) // clamped to the lowest value
+	a.Merge(b)
+	s := a.Summary()
+	if s.Count != 101 {
+		t.Fatalf("count = %d", s.Count)
+	}
+	near := func(got, want float64) bool { return got >= want*0.98 && got <= want*1.02 }
+	if !near(s.P50, 50) || !near(s.P99, 99) || !near(s.Max, 1000) {
+		t.Fatalf("summary = %+v", s)
+	}
+	if (report.NewHist().Summary() != report.Latency{}) {
+		t.Fatal("empty histogram has a summary")
+	}
+}
+
+func TestRecorderCollectsOnlyItsStep(t *testing.T) {
+	r := report.NewRecorder()
+	r.SetStep(1)
+	r.E2E(1, 10*time.Millisecond)
+	r.E2E(0, 10*time.Millisecond) // a late delivery of an earlier step
+	r.Ack(1, 2*time.Millisecond)
+	e2e, ack := report.NewHist(), report.NewHist()
+	var late int64
+	r.Collect(2, e2e, ack, &late)
+	if e2e.Count() != 1 || ack.Count() != 1 || late != 1 {
+		t.Fatalf("e2e %d ack %d late %d", e2e.Count(), ack.Count(), late)
+	}
+	r.E2E(2, time.Millisecond)
+	r.Collect(3, e2e, ack, &late)
+	if e2e.Count() != 2 {
+		t.Fatalf("after second collect e2e = %d", e2e.Count())
+	}
+}
+
+func TestResultOutputs(t *testing.T) {
+	res := &report.Result{
+		Started: time.Date(2026, 11, 26, 14, 0, 0, 0, time.UTC), Targets: []string{"http://x"},
+		Workloads: []report.Workload{{
+			Name: "chat", Shape: "s",
+			Steps:  []report.Step{{Name: "100", TargetRate: 100, Held: true, Valid: true}},
+			Totals: check.Totals{Lost: 1}, Failed: true, Problems: []string{"1 lost"},
+		}},
+	}
+	var buf bytes.Buffer
+	res.WriteTable(&buf)
+	if !strings.Contains(buf.String(), "FAILED: 1 lost") || !strings.Contains(buf.String(), "== chat") {
+		t.Fatalf("table:\n%s", buf.String())
+	}
+	if !res.Failed() {
+		t.Fatal("Failed() = false")
+	}
+	path, err := res.WriteJSON(t.TempDir(), "quick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(path, "quick-20261126-140000.json") {
+		t.Fatalf("path %s", path)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back report.Result
+	if err := json.Unmarshal(raw, &back); err != nil || back.Workloads[0].Totals.Lost != 1 {
+		t.Fatalf("round trip: %v %+v", err, back)
+	}
+}
