@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # test.sh runs every check of every Go module of the workspace (go.work):
-# go vet, staticcheck, govulncheck and go test -race. It expects the services
-# of scripts/setup.sh to run (`go tool task test` runs setup first). A missing
+# go vet, staticcheck, govulncheck and go test -race. Then, against the local
+# stack behind the nginx proxy (the running one, or one it starts and stops
+# again at the end): the browser app's unit tests, the Postman collection
+# (newman) and the browser tests (Chromium). It expects the services and tools
+# of scripts/setup.sh (`go tool task test` runs setup first). A missing
 # service makes the tests fail; nothing is skipped.
 #
 # Environment:
@@ -49,6 +52,38 @@ for m in "${modules[@]}"; do
 done
 # A short run of every fuzz target (FUZZTIME each, default 10s).
 check "fuzz targets (go tool task test:fuzz)" go tool task test:fuzz
+
+# The browser app, the Postman collection and the browser tests use a live
+# stack through the proxy. A stack that already runs is used and left running
+# (anything missing is started); otherwise one is started here and stopped
+# when the script ends. The stack uses its fixed ports (config/): if another
+# program holds one, starting it fails and says which.
+proxy_url="http://${PROXY_ADDR:-$(sed -n 's/^PROXY_ADDR=//p' config/nginx.env)}"
+stack_started=0
+stop_stack() {
+	if [[ $stack_started -eq 1 ]]; then
+		step "stopping the stack this script started"
+		scripts/stack.sh stop || true
+	fi
+}
+trap stop_stack EXIT
+ensure_stack() {
+	local status
+	status=$(scripts/stack.sh status)
+	if grep -q ' running ' <<<"$status"; then
+		echo "test: using the stack that is already running (go tool task restart picks up a new build)"
+	else
+		stack_started=1
+	fi
+	scripts/stack.sh build && scripts/stack.sh migrate && scripts/stack.sh start
+}
+check "local stack behind the proxy at $proxy_url (scripts/stack.sh start)" ensure_stack
+check "browser app unit tests (npm --prefix frontend test)" npm --prefix frontend test
+check "Postman collection against $proxy_url (newman)" node_modules/.bin/newman run \
+	loadtest/postman/rooms.postman_collection.json -e loadtest/postman/local.postman_environment.json \
+	--env-var "baseUrl=$proxy_url" --color off
+check "browser tests against $proxy_url (npm --prefix frontend run test:browser)" \
+	env BASE_URL="$proxy_url" ROOMS_STACK="$ROOT" npm --prefix frontend run test:browser
 
 if [[ ${#failed[@]} -gt 0 ]]; then
 	printf '\ntest: %d step(s) failed:\n' "${#failed[@]}" >&2
