@@ -84,6 +84,9 @@ check "Postman collection against $proxy_url (newman)" node_modules/.bin/newman 
 	--env-var "baseUrl=$proxy_url" --color off
 check "browser tests against $proxy_url (npm --prefix frontend run test:browser)" \
 	env BASE_URL="$proxy_url" ROOMS_STACK="$ROOT" npm --prefix frontend run test:browser
+# A short load-generator run on the same stack: it fails only if a message is
+# lost, duplicated or reordered or a seq is skipped, never on timing.
+check "load generator smoke run (loadtest/bench.sh quick)" loadtest/bench.sh quick
 
 if [[ ${#failed[@]} -gt 0 ]]; then
 	printf '\ntest: %d step(s) failed:\n' "${#failed[@]}" >&2
