@@ -10,6 +10,7 @@ require (
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kadm v1.18.0
+	gopkg.in/yaml.v3 v3.0.1
 	rooms/shared v0.0.0
 )
 
