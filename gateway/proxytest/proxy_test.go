@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -710,6 +711,78 @@ func TestThroughGateways(t *testing.T) {
 			if r := do(t, c, "POST", p.base+"/api/user/ws-ticket", token, nil); r.Status != http.StatusOK {
 				t.Fatalf("ws-ticket with gateway 1 down: %d %s", r.Status, r.Body)
 			}
+		}
+	})
+}
+
+// fakeGateway answers every request with status and a JSON body naming it.
+func fakeGateway(t *testing.T, name string, status int) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		if status == http.StatusServiceUnavailable {
+			fmt.Fprintf(w, `{"code":"unavailable","message":"%s is draining"}`, name)
+			return
+		}
+		fmt.Fprintf(w, `{"served_by":%q}`, name)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+func TestDrainingGatewayRetried(t *testing.T) {
+	draining := fakeGateway(t, "draining", http.StatusServiceUnavailable)
+	c := client("")
+
+	t.Run("GET goes to another gateway, POST does not", func(t *testing.T) {
+		p := startProxy(t, "", []string{draining, fakeGateway(t, "healthy", http.StatusOK)}, writeApp(t))
+		// Round robin: one of the first two POSTs reaches the draining
+		// gateway; being sent already, it is not sent again elsewhere and
+		// the gateway's answer is passed on.
+		var refused int
+		for i := 0; i < 2; i++ {
+			r := do(t, c, "POST", p.base+"/api/chat/rooms", "", map[string]string{"name": "x"})
+			switch r.Status {
+			case http.StatusOK:
+			case http.StatusServiceUnavailable:
+				refused++
+				if !bytes.Contains(r.Body, []byte("draining is draining")) {
+					t.Fatalf("POST answered by the proxy, not the gateway: %s", r.Body)
+				}
+			default:
+				t.Fatalf("POST: %d %s", r.Status, r.Body)
+			}
+		}
+		if refused != 1 {
+			t.Errorf("%d of 2 POSTs reached the draining gateway, want 1", refused)
+		}
+		// GETs (WebSocket handshakes too) always end at the healthy one.
+		for i := 0; i < 6; i++ {
+			r := do(t, c, "GET", p.base+"/api/chat/rooms", "", nil)
+			if r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte("healthy")) {
+				t.Fatalf("GET %d: %d %s", i, r.Status, r.Body)
+			}
+		}
+	})
+
+	t.Run("GET retried at once", func(t *testing.T) {
+		// A fresh proxy: the first GET may reach the draining gateway first.
+		p := startProxy(t, "", []string{draining, fakeGateway(t, "healthy", http.StatusOK)}, writeApp(t))
+		for i := 0; i < 2; i++ {
+			r := do(t, c, "GET", p.base+"/api/chat/rooms", "", nil)
+			if r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte("healthy")) {
+				t.Fatalf("GET %d: %d %s", i, r.Status, r.Body)
+			}
+		}
+	})
+
+	t.Run("all draining: the gateway's answer is passed on", func(t *testing.T) {
+		p := startProxy(t, "", []string{draining, fakeGateway(t, "draining too", http.StatusServiceUnavailable)}, writeApp(t))
+		r := do(t, c, "GET", p.base+"/api/chat/rooms", "", nil)
+		wantError(t, r, http.StatusServiceUnavailable, "unavailable")
+		if !bytes.Contains(r.Body, []byte("is draining")) {
+			t.Fatalf("body %s is not the gateway's", r.Body)
 		}
 	})
 }
