@@ -219,7 +219,21 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		Started: time.Now(), Command: "roomsbench " + strings.Join(args, " "),
 		Targets: cfg.Targets, Host: hostInfo(), Note: cfg.Note,
 	}
-	api := &gen.API{Bases: cfg.Targets, Sources: cfg.Sources}
+	// Spread the clients over the gateways that are ready: a gateway that
+	// another test stopped must not fail the run before it starts.
+	var ready []string
+	for _, t := range cfg.Targets {
+		if err := gen.Ready(ctx, t); err != nil {
+			fmt.Fprintf(stdout, "roomsbench: skipping %s: %v\n", t, err)
+			continue
+		}
+		ready = append(ready, t)
+	}
+	if len(ready) == 0 {
+		return errors.New("no gateway of -targets is ready")
+	}
+	res.Targets = ready
+	api := &gen.API{Bases: ready, Sources: cfg.Sources}
 
 	n := cfg.usersNeeded()
 	fmt.Fprintf(stdout, "roomsbench: logging in %d users (cache %s)\n", n, cfg.UsersFile)

@@ -292,8 +292,31 @@ func (b *bench) chatLike(ctx context.Context, name string, rooms, members int, r
 		s, before = b.runStep(ctx, rs, st, before)
 		wl.Steps = append(wl.Steps, s)
 	}
+	// A step past the knee may still be delivering when its drain time is
+	// over: give every accepted message up to a minute more to arrive
+	// before anything missing counts as lost.
+	b.finalDrain(ctx, rs, len(steps), members)
 	finish(&wl, rs)
 	return wl, nil
+}
+
+// finalDrain waits up to a minute until every accepted message of steps
+// [0, n) reached its members receivers.
+func (b *bench) finalDrain(ctx context.Context, rs *roomSet, n, members int) {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		behind := false
+		for i := range n {
+			sc := &rs.counters.Steps[i]
+			if sc.Delivered.Load() < sc.Acked.Load()*int64(members) {
+				behind = true
+			}
+		}
+		if !behind {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // connect opens ConnectClients connections at ConnectRate on an open-loop

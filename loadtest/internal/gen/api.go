@@ -136,13 +136,21 @@ func (u *User) take(s session) {
 	u.ID, u.Access, u.Refresh, u.Obtained = s.UserID, s.AccessToken, s.RefreshToken, time.Now()
 }
 
-// Login logs u in (the i-th user), registering it first when it does not
-// exist.
+// Login logs u in (the i-th user), registering it when it does not exist.
+// A user never seen before (no id) is registered first: each call spends a
+// password hash on the server, and a login of an unknown nickname would
+// spend one for nothing.
 func (a *API) Login(ctx context.Context, i int, u *User) error {
 	creds := map[string]string{"nickname": u.Nickname, "password": u.Password}
+	var se *StatusError
+	if u.ID == "" {
+		err := a.do(ctx, i, "POST", "/api/user/register", "", creds, nil)
+		if err != nil && (!errors.As(err, &se) || se.Status != http.StatusConflict) {
+			return err
+		}
+	}
 	var s session
 	err := a.do(ctx, i, "POST", "/api/user/login", "", creds, &s)
-	var se *StatusError
 	if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
 		if err := a.do(ctx, i, "POST", "/api/user/register", "", creds, nil); err != nil {
 			return err
@@ -280,4 +288,23 @@ func saveUsers(path string, users []*User) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// Ready checks a gateway's /readyz.
+func Ready(ctx context.Context, base string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("readyz: status %d", resp.StatusCode)
+	}
+	return nil
 }
