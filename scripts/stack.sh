@@ -234,13 +234,23 @@ build_frontend() {
 }
 
 # render_proxy writes the proxy's nginx configuration for this stack's
-# gateways and checks it.
+# gateways and checks it. A running nginx whose configuration changed (a new
+# template, other gateways) reloads it, keeping open connections.
 render_proxy() {
-	local gateways=() name
+	local gateways=() name conf="$NGINX_RUN/nginx.conf"
 	for name in "${GATEWAYS[@]}"; do gateways+=("$(listen_addr "$name")"); done
 	PROXY_ADDR=$(proxy_addr) PROXY_GATEWAYS="${gateways[*]}" PROXY_ROOT="$ROOT/frontend/dist" \
-		PROXY_RUN_DIR="$NGINX_RUN" "$ROOT/proxy/render.sh" "$NGINX_RUN/nginx.conf"
-	"$(nginx_bin)" -t -q -p "$NGINX_RUN/" -c "$NGINX_RUN/nginx.conf" -e stderr || die "nginx refuses .run/nginx/nginx.conf"
+		PROXY_RUN_DIR="$NGINX_RUN" "$ROOT/proxy/render.sh" "$conf.next"
+	"$(nginx_bin)" -t -q -p "$NGINX_RUN/" -c "$conf.next" -e stderr || die "nginx refuses the configuration rendered into $conf.next"
+	if cmp -s "$conf.next" "$conf"; then
+		rm -f "$conf.next"
+		return
+	fi
+	mv "$conf.next" "$conf"
+	if is_running nginx; then
+		say "proxy configuration changed: reloading nginx"
+		kill -HUP "$(pid_of nginx)"
+	fi
 }
 
 cmd_build() {
@@ -296,7 +306,7 @@ cmd_start() {
 	# The proxy last, in front of the ready gateways.
 	build_frontend
 	nginx_bin >/dev/null
-	if ! is_running nginx; then render_proxy; fi
+	render_proxy
 	start_process nginx
 	wait_ready nginx http_ok "http://$(proxy_addr)/healthz"
 	[[ -f $ROOT/frontend/dist/index.html ]] || say "note: frontend/dist is not built yet: $(proxy_url) serves only /api"
