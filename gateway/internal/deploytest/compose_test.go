@@ -479,6 +479,21 @@ func TestComposeProxy(t *testing.T) {
 	if len(pass) == 0 || len(ups) != 1 || pass[0][1] != ups[0][1] {
 		t.Fatalf("rendered proxy configuration: want proxy_pass to the one upstream, got proxy_pass %v, upstreams %v", pass, ups)
 	}
+	// nginx refuses a directive given twice in an upstream (the template
+	// and PROXY_UPSTREAMS both adding a zone, say).
+	seen := map[string]bool{}
+	block := regexp.MustCompile(`#[^\n]*`).ReplaceAllString(ups[0][2], "")
+	for _, stmt := range strings.Split(block, ";") {
+		if f := strings.Fields(stmt); len(f) > 0 && f[0] != "server" {
+			if seen[f[0]] {
+				t.Errorf("upstream %s: directive %q given twice", ups[0][1], f[0])
+			}
+			seen[f[0]] = true
+		}
+	}
+	if servers := regexp.MustCompile(`\bserver\s+\S+[^;]*\bresolve\b`).FindString(block); servers != "" && !seen["zone"] {
+		t.Errorf("upstream %s: a server with resolve needs a zone", ups[0][1])
+	}
 	servers := regexp.MustCompile(`(?:^|[;\s])server\s+([^\s;]+)`).FindAllStringSubmatch(ups[0][2], -1)
 	if len(servers) == 0 {
 		t.Fatalf("upstream %s has no server", ups[0][1])
