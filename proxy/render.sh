@@ -12,7 +12,7 @@
 #
 # Usage: PROXY_GATEWAYS=127.0.0.1:8081,127.0.0.1:8082 PROXY_ROOT=... PROXY_RUN_DIR=... \
 #          proxy/render.sh <output file>
-# Then: nginx -p <PROXY_RUN_DIR>/ -c <output file> -e stderr
+# Then: nginx -p <PROXY_RUN_DIR>/ -c <output file> -e stderr [-g 'daemon off;']
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -145,7 +145,7 @@ start_process() {
 	bin="$BIN/$(binary_of "$name")"
 	if [[ $name == nginx ]]; then
 		bin=$(nginx_bin)
-		args=(-p "$NGINX_RUN/" -c "$NGINX_RUN/nginx.conf" -e stderr)
+		args=(-p "$NGINX_RUN/" -c "$NGINX_RUN/nginx.conf" -e stderr -g 'daemon off;')
 	fi
 	if is_running "$name"; then
 		say "$name already running (pid $(pid_of "$name"); go tool task restart runs a new build)"

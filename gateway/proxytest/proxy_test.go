@@ -253,7 +253,7 @@ func startProxy(t *testing.T, addr string, gateways []string, root string, env .
 	if out, err := render.CombinedOutput(); err != nil {
 		t.Fatalf("render.sh: %v\n%s", err, out)
 	}
-	p := startProcess(t, "nginx", exec.Command(nginxBin, "-p", runDir+"/", "-c", conf, "-e", "stderr"))
+	p := startProcess(t, "nginx", exec.Command(nginxBin, "-p", runDir+"/", "-c", conf, "-e", "stderr", "-g", "daemon off;"))
 	p.waitOK(t, "http://"+addr+"/healthz")
 	return &proxy{addr: addr, base: "http://" + addr, runDir: runDir}
 }
