@@ -101,6 +101,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	if a.Producer, err = produce.New(produce.Config{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Linger: cfg.KafkaLinger,
+		MessageTimeout: cfg.KafkaMessageTimeout, QueueMax: cfg.KafkaQueueMax,
 	}, log); err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}

@@ -52,6 +52,12 @@ type Config struct {
 	// KafkaLinger is the producer's linger (at most a few ms: it is added
 	// to every message's latency).
 	KafkaLinger time.Duration `env:"KAFKA_LINGER" envDefault:"2ms"`
+	// KafkaMessageTimeout bounds how long a message waits for Kafka before
+	// its sender gets error "unavailable" (outcome unknown).
+	KafkaMessageTimeout time.Duration `env:"KAFKA_MESSAGE_TIMEOUT" envDefault:"30s"`
+	// KafkaQueueMax bounds the messages the producer holds locally; when
+	// it is full, sends are refused with "unavailable" (backpressure).
+	KafkaQueueMax int `env:"KAFKA_QUEUE_MAX" envDefault:"100000"`
 
 	// WSMaxConns bounds this gateway's open WebSockets; WSMaxConnsPerUser
 	// one user's open WebSockets on this gateway.
@@ -86,6 +92,8 @@ func ParseConfig(getenv func(string) string) (Config, error) {
 		return cfg, fmt.Errorf("AUTH_RATE_LIMIT and AUTH_RATE_LIMIT_IP must not be negative")
 	case cfg.SendRate < 0 || cfg.SendBurst < 0:
 		return cfg, fmt.Errorf("SEND_RATE and SEND_BURST must not be negative")
+	case cfg.KafkaMessageTimeout <= 0 || cfg.KafkaQueueMax < 1:
+		return cfg, fmt.Errorf("KAFKA_MESSAGE_TIMEOUT must be positive and KAFKA_QUEUE_MAX at least 1")
 	case cfg.WSMaxConns < 1 || cfg.WSMaxConnsPerUser < 1:
 		return cfg, fmt.Errorf("WS_MAX_CONNS and WS_MAX_CONNS_PER_USER must be at least 1")
 	case cfg.MaxContent < 1:

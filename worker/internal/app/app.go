@@ -47,6 +47,9 @@ type Config struct {
 	// MaxContent is the content length limit, in characters; keep it the
 	// gateway's.
 	MaxContent int `env:"MAX_CONTENT" envDefault:"2000"`
+	// Failpoint is a crash point for fault tests (consume.Failpoint); off
+	// when empty.
+	Failpoint string `env:"ROOMS_FAILPOINT"`
 }
 
 // Run runs the worker until ctx ends, then shuts down within
@@ -89,12 +92,20 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 
+	fp, err := consume.ParseFailpoint(cfg.Failpoint)
+	if err != nil {
+		return err
+	}
+	if fp != nil {
+		log.Warn("failpoint armed: this worker will kill itself (fault tests only)", "failpoint", cfg.Failpoint)
+	}
 	st := store.New(pool, store.Options{
 		MaxAttempts: cfg.MaxAttempts,
 		MaxContent:  cfg.MaxContent,
 		OnRetry: func(err error, transient bool, try int) {
 			log.Warn("store batch failed", "err", err, "transient", transient, "try", try)
 		},
+		BeforeCommit: func() { fp.Hit(consume.FailInTx) },
 	})
 	bc := broadcast.New(rdb, broadcast.Options{
 		Prefix: cfg.Prefix,
@@ -114,6 +125,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		DrainTimeout: cfg.Timeout * 3 / 4,
 		// A revoke must finish well within max.poll.interval.ms.
 		RevokeTimeout: min(cfg.Timeout, time.Minute),
+		Failpoint:     fp,
 	}, st, bc, log)
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)

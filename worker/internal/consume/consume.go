@@ -68,6 +68,8 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Extra librdkafka properties, applied last.
 	Extra kafka.ConfigMap
+	// Failpoint, for fault tests only (nil: off).
+	Failpoint *Failpoint
 }
 
 func (c *Config) defaults() {
@@ -374,6 +376,7 @@ func (c *consumer) process(ctx context.Context, p *partition, batch []*kafka.Mes
 	if err != nil {
 		return err
 	}
+	c.cfg.Failpoint.Hit(FailAfterCommit)
 	if err := c.app.Append(ctx, res.Messages); err != nil {
 		return err
 	}

@@ -46,6 +46,10 @@ type Options struct {
 	// OnRetry, when set, is called after every failed try with the error,
 	// whether it is transient and the number of the try (from 1).
 	OnRetry func(err error, transient bool, try int)
+	// BeforeCommit, when set, is called after a batch's new rows are
+	// inserted and before its transaction commits (a fault tests' crash
+	// point, see consume.Failpoint).
+	BeforeCommit func()
 }
 
 // Store writes batches to PostgreSQL.
@@ -282,6 +286,9 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 			FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_seq)
 			WHERE r.id = u.id AND u.last_seq > r.last_seq`, ids, seqs); err != nil {
 			return res, fmt.Errorf("advance last_seq: %w", err)
+		}
+		if s.opts.BeforeCommit != nil {
+			s.opts.BeforeCommit()
 		}
 	}
 

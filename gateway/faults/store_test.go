@@ -1,0 +1,99 @@
+//go:build faults
+
+package faults
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"rooms/shared/testenv"
+)
+
+// TestFaultPostgresStoppedUnderLoad stops PostgreSQL (a private server)
+// for 30 s while messages flow: sends are still acked (they only need
+// Kafka), workers retry without leaving the group (no rebalance while the
+// database is down), and after the restart everything is stored and
+// delivered.
+func TestFaultPostgresStoppedUnderLoad(t *testing.T) {
+	r := record(t)
+	s := newStack(t, stackOpts{privatePG: true})
+	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
+	w.run(100, 300*time.Millisecond, 20*time.Second, 4*time.Minute)
+	time.Sleep(3 * time.Second)
+	rebalances := func() int {
+		n := 0
+		for _, p := range s.workers {
+			n += p.logCount("partitions revoked") + p.logCount("partitions assigned")
+		}
+		return n
+	}
+	before := rebalances()
+	s.pg.stop()
+	stopped := time.Now()
+	time.Sleep(30 * time.Second)
+	during := rebalances() - before
+	s.pg.start()
+	healed := time.Now()
+	r.measure("postgres_down_s", healed.Sub(stopped).Seconds())
+	r.measure("rebalances_during_outage", float64(during))
+	if during != 0 {
+		t.Errorf("%d partition assignments or revocations while PostgreSQL was down: workers must keep their partitions", during)
+	}
+	w.finish(t, 3*time.Minute)
+	w.check(t, r)
+	s.waitCommitted(t, time.Minute)
+	s.checkOffsets(t)
+	w.recoveries(t, r, "postgres_restart", healed)
+	failed := 0
+	for _, p := range s.workers {
+		failed += p.logCount("store batch failed")
+	}
+	r.measure("failed_store_tries", float64(failed))
+	t.Logf("failed store tries logged: %d; rebalances while down: %d", failed, during)
+}
+
+// TestFaultPostgresConnectionsKilled terminates every connection to the
+// test's database once a second for 15 s while messages flow: workers and
+// gateways reconnect and nothing is lost or stored twice.
+func TestFaultPostgresConnectionsKilled(t *testing.T) {
+	r := record(t)
+	s := newStack(t, stackOpts{})
+	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
+	w.run(80, 200*time.Millisecond, 20*time.Second, 4*time.Minute)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, adminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	killed := 0
+	for i := 0; i < 15; i++ {
+		time.Sleep(time.Second)
+		var n int
+		err := admin.QueryRow(ctx, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = $1 AND pid <> pg_backend_pid()) AS t`, s.db.Name).Scan(&n)
+		if err != nil {
+			t.Fatalf("terminate connections: %v", err)
+		}
+		killed += n
+	}
+	healed := time.Now()
+	r.measure("connections_killed", float64(killed))
+	t.Logf("terminated %d connections in 15 rounds", killed)
+	w.finish(t, 3*time.Minute)
+	w.check(t, r)
+	s.waitCommitted(t, time.Minute)
+	s.checkOffsets(t)
+	w.recoveries(t, r, "last_kill", healed)
+}
+
+func adminDSN() string {
+	if v := os.Getenv("ROOMS_TEST_PG"); v != "" {
+		return v
+	}
+	return testenv.DefaultAdminDSN
+}
