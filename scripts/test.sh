@@ -52,6 +52,9 @@ for m in "${modules[@]}"; do
 done
 # A short run of every fuzz target (FUZZTIME each, default 10s).
 check "fuzz targets (go tool task test:fuzz)" go tool task test:fuzz
+# The fault suite (gateway/faults, build tag "faults"): processes killed,
+# broker, PostgreSQL and Redis stopped, checked Jepsen-style (docs/reliability.md).
+check "fault suite (go tool task test:faults)" go tool task test:faults
 
 # The browser app, the Postman collection and the browser tests use a live
 # stack through the proxy. A stack that already runs is used and left running
