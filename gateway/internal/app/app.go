@@ -37,9 +37,11 @@ type App struct {
 	Config Config
 	Log    *slog.Logger
 	Pool   *pgxpool.Pool
-	Redis  *redis.Client
-	Store  *store.Store
-	Auth   *auth.Auth
+	// Replica is the pool of DATABASE_REPLICA_URL (nil when unset).
+	Replica *pgxpool.Pool
+	Redis   *redis.Client
+	Store   *store.Store
+	Auth    *auth.Auth
 	// Limiter holds rate-limit state in Redis, shared by all gateways.
 	Limiter *ratelimit.Limiter
 	// Producer hands accepted messages to Kafka.
@@ -85,7 +87,27 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("redis at %s is unreachable: %w", cfg.Redis.Addr, err)
 	}
 
-	a.Store = store.New(a.Pool)
+	var storeOpts []store.Option
+	if cfg.ReplicaURL != "" {
+		rcfg, err := pgxpool.ParseConfig(cfg.ReplicaURL)
+		if err != nil {
+			return nil, errors.New("parse DATABASE_REPLICA_URL: invalid connection string")
+		}
+		rcfg.MaxConns = cfg.Postgres.MaxConns
+		// Not pinged: the pool connects on first use, and a replica that
+		// is down only sends history reads to the primary until the
+		// background check finds it healthy.
+		if a.Replica, err = pgxpool.NewWithConfig(ctx, rcfg); err != nil {
+			return nil, fmt.Errorf("postgres replica pool: %w", err)
+		}
+		storeOpts = append(storeOpts, store.WithReplica(a.Replica, store.ReplicaOptions{
+			MaxLag: cfg.ReplicaMaxLag, Logger: log.With("replica", rcfg.ConnConfig.Host),
+		}))
+	}
+	a.Store = store.New(a.Pool, storeOpts...)
+	if a.Replica != nil {
+		a.Background("postgres replica check", a.Store.RunReplicaChecks)
+	}
 	if a.Auth, err = auth.New(cctx, auth.Options{
 		Store: a.Store, Redis: a.Redis, Prefix: cfg.Redis.Prefix, Secret: []byte(cfg.JWTSecret),
 		AccessTTL: cfg.AccessTTL, RefreshTTL: cfg.RefreshTTL, TicketTTL: cfg.TicketTTL,
@@ -254,6 +276,9 @@ func (a *App) Close() {
 	}
 	if a.Pool != nil {
 		a.Pool.Close()
+	}
+	if a.Replica != nil {
+		a.Replica.Close()
 	}
 }
 

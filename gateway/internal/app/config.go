@@ -23,6 +23,13 @@ type Config struct {
 	config.Log
 	config.Shutdown
 
+	// ReplicaURL names a hot standby of DATABASE_URL that history reads
+	// use while it answers and keeps up; empty: every read uses the primary.
+	ReplicaURL string `env:"DATABASE_REPLICA_URL" secret:"url"`
+	// ReplicaMaxLag is the largest replication lag at which history reads
+	// still use the replica.
+	ReplicaMaxLag time.Duration `env:"DATABASE_REPLICA_MAX_LAG" envDefault:"1s"`
+
 	HTTPAddr string `env:"HTTP_ADDR" envDefault:"127.0.0.1:8081"`
 	// GatewayID names this instance in presence entries; default hostname-pid.
 	GatewayID string `env:"GATEWAY_ID"`
@@ -96,6 +103,8 @@ func ParseConfig(getenv func(string) string) (Config, error) {
 		return cfg, fmt.Errorf("KAFKA_MESSAGE_TIMEOUT must be positive and KAFKA_QUEUE_MAX at least 1")
 	case cfg.WSMaxConns < 1 || cfg.WSMaxConnsPerUser < 1:
 		return cfg, fmt.Errorf("WS_MAX_CONNS and WS_MAX_CONNS_PER_USER must be at least 1")
+	case cfg.ReplicaMaxLag <= 0:
+		return cfg, fmt.Errorf("DATABASE_REPLICA_MAX_LAG must be positive")
 	case cfg.MaxContent < 1:
 		return cfg, fmt.Errorf("MAX_CONTENT must be at least 1")
 	case strings.Contains(cfg.GatewayID, "|"):

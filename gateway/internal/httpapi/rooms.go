@@ -119,7 +119,7 @@ func (s *Server) roomMessages(c *fiber.Ctx) error {
 	var msgs []message.Message
 	switch {
 	case hasAfter:
-		msgs, err = s.o.Store.MessagesAfter(c.UserContext(), r.ID, after, int(limit))
+		msgs, err = s.o.Store.HistoryAfter(c.UserContext(), r.ID, after, int(limit))
 	case hasBefore:
 		msgs, err = s.o.Store.MessagesBefore(c.UserContext(), r.ID, before, int(limit))
 	default:

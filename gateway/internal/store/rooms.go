@@ -67,27 +67,47 @@ func (s *Store) Rooms(ctx context.Context) ([]Room, error) {
 const messageColumns = `id::text, seq, room_id, user_id, nickname, content, time_created, client_msg_id`
 
 // MessagesAfter returns up to limit messages of roomID with seq > afterSeq,
-// ascending by seq.
+// ascending by seq. It always reads the primary: resume replay and gap
+// repair rely on it returning every stored seq (HistoryAfter is the same
+// read for history).
 func (s *Store) MessagesAfter(ctx context.Context, roomID, afterSeq int64, limit int) ([]message.Message, error) {
-	return s.messages(ctx, `SELECT `+messageColumns+` FROM messages
-		WHERE room_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3`, false, roomID, afterSeq, limit)
+	return s.messages(ctx, afterSQL, false, roomID, afterSeq, limit)
 }
 
+const afterSQL = `SELECT ` + messageColumns + ` FROM messages
+		WHERE room_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3`
+
 // MessagesBefore returns the newest limit messages of roomID with
-// seq < beforeSeq, ascending by seq.
+// seq < beforeSeq, ascending by seq. It is a history read: it uses the
+// replica while that is healthy (see WithReplica), so it may miss the
+// newest messages.
 func (s *Store) MessagesBefore(ctx context.Context, roomID, beforeSeq int64, limit int) ([]message.Message, error) {
-	return s.messages(ctx, `SELECT `+messageColumns+` FROM messages
+	return s.history(ctx, `SELECT `+messageColumns+` FROM messages
 		WHERE room_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3`, true, roomID, beforeSeq, limit)
 }
 
-// LatestMessages returns the newest limit messages of roomID, ascending by seq.
+// LatestMessages returns the newest limit messages of roomID, ascending by
+// seq. While the replica is healthy it reads them there and then asks the
+// primary only for what the replica has not replayed yet (see withTip),
+// so the result is as fresh as a read on the primary.
 func (s *Store) LatestMessages(ctx context.Context, roomID int64, limit int) ([]message.Message, error) {
-	return s.messages(ctx, `SELECT `+messageColumns+` FROM messages
-		WHERE room_id = $1 ORDER BY seq DESC LIMIT $2`, true, roomID, limit)
+	if msgs, err := s.onReplica(ctx, latestSQL, true, roomID, limit); err == nil {
+		return s.withTip(ctx, msgs, roomID, limit)
+	}
+	return s.messages(ctx, latestSQL, true, roomID, limit)
 }
 
+const latestSQL = `SELECT ` + messageColumns + ` FROM messages
+		WHERE room_id = $1 ORDER BY seq DESC LIMIT $2`
+
 func (s *Store) messages(ctx context.Context, sql string, reverse bool, args ...any) ([]message.Message, error) {
-	rows, err := s.pool.Query(ctx, sql, args...)
+	return queryMessages(ctx, s.pool, sql, reverse, args...)
+}
+
+// queryMessages runs sql, which selects messageColumns, on q; reverse turns
+// a descending result into ascending order.
+func queryMessages(ctx context.Context, q querier, sql string, reverse bool, args ...any) ([]message.Message, error) {
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("select messages: %w", err)
 	}

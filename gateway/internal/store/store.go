@@ -1,6 +1,10 @@
 // Package store is the gateway's access to PostgreSQL: users, refresh tokens,
 // rooms and messages. Driver errors are translated here into the package's
 // own errors (ErrNotFound, ErrNicknameTaken), so callers never see pgx codes.
+//
+// Writes and seq-critical reads use the primary. History reads
+// (MessagesBefore, LatestMessages, HistoryAfter) may use a streaming replica
+// instead, while it answers and keeps up (see WithReplica).
 package store
 
 import (
@@ -22,12 +26,18 @@ var ErrNicknameTaken = errors.New("nickname taken")
 
 // Store runs queries on a pgx pool. It is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
+	pool    *pgxpool.Pool
+	replica *replica // nil: every read uses pool
 }
 
-// New returns a Store using pool.
-func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool}
+// New returns a Store using pool, the primary, for everything the options
+// do not send elsewhere.
+func New(pool *pgxpool.Pool, opts ...Option) *Store {
+	s := &Store{pool: pool}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Ping checks that the database answers.
