@@ -147,7 +147,11 @@ func TestFloodIsThrottledPerUser(t *testing.T) {
 		t.Error("the flooder was never refused")
 	}
 	for _, code := range aCloseCodes {
-		if code != 4029 {
+		// -1 is a connection that ended without a readable close frame: the
+		// server closes the TCP connection 2 s after its 4029 close frame,
+		// and a flooder still writing then gets a reset that can discard the
+		// frame before the client reads it (seen on a loaded machine).
+		if code != 4029 && code != -1 {
 			t.Errorf("a flooder connection ended with %d, want 4029 or still open", code)
 		}
 	}
@@ -169,9 +173,16 @@ func TestFloodIsThrottledPerUser(t *testing.T) {
 		}
 		return got.LastSeq
 	}
+	// n is the room's last seq when B had all of it. A flooder's send that
+	// was accepted just before its connection closed may still be stored
+	// after that; B receives it too, but the checks below use n.
+	var n int64
 	for {
-		if bAcks == bCount && int64(len(bSeqs)) >= acked && int64(len(bSeqs)) == lastSeq() {
-			break
+		if bAcks == bCount && int64(len(bSeqs)) >= acked {
+			if cur := lastSeq(); int64(len(bSeqs)) == cur {
+				n = cur
+				break
+			}
 		}
 		select {
 		case f := <-frames:
@@ -186,7 +197,6 @@ func TestFloodIsThrottledPerUser(t *testing.T) {
 	if len(bErrors) > 0 {
 		t.Fatalf("the bystander got errors: %+v", bErrors)
 	}
-	n := lastSeq()
 	for i, seq := range bSeqs {
 		if seq != int64(i+1) {
 			t.Fatalf("bystander's seqs are not 1..%d in order: %v", n, bSeqs)
