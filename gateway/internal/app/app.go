@@ -16,18 +16,22 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"rooms/gateway/internal/auth"
 	"rooms/gateway/internal/httpapi"
+	"rooms/gateway/internal/metrics"
 	"rooms/gateway/internal/produce"
 	"rooms/gateway/internal/ratelimit"
 	"rooms/gateway/internal/store"
 	"rooms/gateway/internal/ws"
+	"rooms/shared/admin"
 	"rooms/shared/config"
 	"rooms/shared/logging"
 )
@@ -49,6 +53,11 @@ type App struct {
 	// WS serves both WebSocket protocols and fans messages out to them.
 	WS   *ws.Server
 	HTTP *httpapi.Server
+	// Registry holds this process's metrics: Metrics, the Go runtime's and
+	// the process's. Admin serves it with /healthz and pprof.
+	Registry *prometheus.Registry
+	Metrics  *metrics.Gateway
+	Admin    http.Handler
 
 	background, shutdown []namedFunc
 }
@@ -60,6 +69,9 @@ const connectTimeout = 10 * time.Second
 // when PostgreSQL or Redis does not answer. Close releases what it opened.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a := &App{Config: cfg, Log: log}
+	a.Registry = admin.NewRegistry()
+	a.Metrics = metrics.New(a.Registry)
+	a.Admin = admin.Handler(a.Registry, log)
 	ok := false
 	defer func() {
 		if !ok {
@@ -124,9 +136,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if a.Producer, err = produce.New(produce.Config{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Linger: cfg.KafkaLinger,
 		MessageTimeout: cfg.KafkaMessageTimeout, QueueMax: cfg.KafkaQueueMax,
+		Metrics: a.Metrics.Produce,
 	}, log); err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
+	a.Metrics.Produce.QueueDepth(a.Producer.Len)
 	sendLimit := ratelimit.Limit{Rate: cfg.SendRate, Burst: cfg.SendBurst, Period: time.Second}
 	a.WS = ws.New(ws.Config{
 		// A fresh suffix per process keeps the presence entries of a
@@ -138,7 +152,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		SendLimit:       sendLimit,
 		MaxConns:        cfg.WSMaxConns,
 		MaxConnsPerUser: cfg.WSMaxConnsPerUser,
-	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: a.Limiter, Producer: a.Producer, Redis: a.Redis}, log)
+	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: a.Limiter, Producer: a.Producer, Redis: a.Redis, Metrics: a.Metrics}, log)
 	a.Background("websocket", a.WS.Run)
 	a.OnShutdown("websocket drain", a.WS.Drain)
 	a.OnShutdown("kafka producer flush", a.Producer.Close)
@@ -162,6 +176,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		ReadTimeout:    cfg.HTTPReadTimeout,
 		IdleTimeout:    cfg.HTTPIdleTimeout,
 		Logger:         log,
+		Metrics:        a.Metrics.HTTP,
 	}); err != nil {
 		return nil, fmt.Errorf("http api: %w", err)
 	}
@@ -302,6 +317,16 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer a.Close()
 
+	if cfg.AdminAddr != "" {
+		aln, err := net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			return fmt.Errorf("listen on ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
+		}
+		// Served until the end of shutdown, so a scrape sees the drain.
+		a.Background("admin server", func(ctx context.Context) error {
+			return admin.Serve(ctx, aln, a.Admin, log)
+		})
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)

@@ -31,6 +31,12 @@ type Config struct {
 	ReplicaMaxLag time.Duration `env:"DATABASE_REPLICA_MAX_LAG" envDefault:"1s"`
 
 	HTTPAddr string `env:"HTTP_ADDR" envDefault:"127.0.0.1:8081"`
+	// AdminAddr is the operations listener: /metrics, /healthz and
+	// /debug/pprof (package admin), e.g. 127.0.0.1:9101. Keep it off the
+	// public network. Unset, there is none: a fixed default port would
+	// make every second gateway or worker on one machine (tests next to
+	// the local stack) fail to start.
+	AdminAddr string `env:"ADMIN_ADDR"`
 	// GatewayID names this instance in presence entries; default hostname-pid.
 	GatewayID string `env:"GATEWAY_ID"`
 

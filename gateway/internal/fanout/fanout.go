@@ -28,6 +28,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"rooms/gateway/internal/metrics"
 	"rooms/shared/message"
 	"rooms/shared/retry"
 )
@@ -62,6 +63,9 @@ type Options struct {
 	Count int64
 	// BackfillPage is the page size of gap repair queries (default 500).
 	BackfillPage int
+	// Metrics counts entries, read lag, gap repairs and duplicates (nil:
+	// counted nowhere).
+	Metrics *metrics.Fanout
 }
 
 // Reader is one gateway's fan-out stream reader.
@@ -93,6 +97,9 @@ func New(rdb redis.UniversalClient, prefix string, store Store, sink Sink, logge
 	}
 	if opt.BackfillPage <= 0 {
 		opt.BackfillPage = 500
+	}
+	if opt.Metrics == nil {
+		opt.Metrics = metrics.Discard().Fanout
 	}
 	return &Reader{rdb: rdb, prefix: prefix, store: store, sink: sink, logger: logger, opt: opt, rooms: map[int64]int64{}}
 }
@@ -156,6 +163,7 @@ func (r *Reader) Run(ctx context.Context) error {
 				return nil
 			}
 			r.ready.Store(false)
+			r.opt.Metrics.ReadErrors.Inc()
 			r.logger.Warn("fan-out read failed", "error", err, "retry_in", backoff.String())
 			if retry.Sleep(ctx, backoff) != nil {
 				return nil
@@ -165,9 +173,11 @@ func (r *Reader) Run(ctx context.Context) error {
 		}
 		r.ready.Store(true)
 		backoff = 100 * time.Millisecond
+		now := time.Now()
 		for _, s := range streams {
 			i := indexOf(keys, s.Stream)
 			for _, e := range s.Messages {
+				r.opt.Metrics.ObserveEntryLag(e.ID, now)
 				r.handle(ctx, e)
 				if i >= 0 {
 					ids[i] = e.ID
@@ -214,6 +224,7 @@ func (r *Reader) handle(ctx context.Context, e redis.XMessage) {
 	data, _ := e.Values[message.FieldData].(string)
 	switch kind {
 	case message.KindMessage:
+		r.opt.Metrics.EntriesMessage.Inc()
 		var m message.Message
 		roomID, err := decode(data, &m, func() string { return m.RoomID })
 		if err != nil || m.Seq <= 0 {
@@ -222,6 +233,7 @@ func (r *Reader) handle(ctx context.Context, e redis.XMessage) {
 		}
 		r.message(ctx, roomID, m)
 	case message.KindPresence:
+		r.opt.Metrics.EntriesPresence.Inc()
 		var p message.Presence
 		roomID, err := decode(data, &p, func() string { return p.RoomID })
 		if err != nil {
@@ -230,6 +242,7 @@ func (r *Reader) handle(ctx context.Context, e redis.XMessage) {
 		}
 		r.sink.Presence(roomID, p)
 	case message.KindTyping:
+		r.opt.Metrics.EntriesTyping.Inc()
 		var t message.Typing
 		roomID, err := decode(data, &t, func() string { return t.RoomID })
 		if err != nil {
@@ -258,13 +271,20 @@ func (r *Reader) message(ctx context.Context, roomID int64, m message.Message) {
 	r.mu.Lock()
 	last, ok := r.rooms[roomID]
 	r.mu.Unlock()
-	if !ok || m.Seq <= last {
+	if !ok {
+		return
+	}
+	if m.Seq <= last {
+		r.opt.Metrics.Duplicates.Inc()
 		return
 	}
 	msgs := []message.Message{m}
 	if last != unknown && m.Seq > last+1 {
 		missing, err := r.backfill(ctx, roomID, last, m.Seq)
-		if err != nil {
+		if err == nil {
+			r.opt.Metrics.GapRepaired.Inc()
+		} else {
+			r.opt.Metrics.GapFailed.Inc()
 			// Deliver what we have: every connection repairs its own gap
 			// (or is closed so its client resumes), so a database outage
 			// must not stall every room of this gateway.

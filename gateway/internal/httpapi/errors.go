@@ -119,7 +119,7 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 			status = fiber.StatusInternalServerError
 		}
 		if fault {
-			log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
+			log.Error("request failed", "method", c.Method(), "path", c.Path(), "request_id", RequestID(c), "err", err)
 		}
 		if e.RetryAfter > 0 {
 			c.Set(fiber.HeaderRetryAfter, itoa(e.RetryAfter))

@@ -20,9 +20,11 @@ import (
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/gofiber/fiber/v2/utils"
 	"github.com/redis/go-redis/v9"
 
 	"rooms/gateway/internal/auth"
+	"rooms/gateway/internal/metrics"
 	"rooms/gateway/internal/ratelimit"
 	"rooms/gateway/internal/store"
 )
@@ -65,6 +67,9 @@ type Options struct {
 	Ready func() error
 
 	Logger *slog.Logger
+	// Metrics counts requests and refused login/register attempts (nil:
+	// counted nowhere).
+	Metrics *metrics.HTTP
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 }
@@ -85,6 +90,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.Discard().HTTP
 	}
 	s := &Server{o: o, log: o.Logger}
 	for _, p := range o.TrustedProxies {
@@ -112,9 +120,11 @@ func New(o Options) (*Server, error) {
 	s.app.Use(recover.New(recover.Config{
 		EnableStackTrace: true,
 		StackTraceHandler: func(c *fiber.Ctx, e any) {
-			s.log.Error("panic in handler", "method", c.Method(), "path", c.Path(), "panic", fmt.Sprint(e))
+			s.log.Error("panic in handler", "method", c.Method(), "path", c.Path(),
+				"request_id", RequestID(c), "panic", fmt.Sprint(e))
 		},
 	}))
+	s.app.Use(requestID)
 	s.app.Use(s.logRequests)
 	s.app.Use(limitBody)
 	s.routes()
@@ -201,21 +211,67 @@ func (s *Server) SetDraining(v bool) { s.draining.Store(v) }
 // Draining reports whether SetDraining(true) was called.
 func (s *Server) Draining() bool { return s.draining.Load() }
 
-// logRequests logs each request at debug level. Only the path is logged,
-// never the query string, which may carry tokens or tickets.
+// logRequests counts each request in the metrics and logs it at debug
+// level. Only the path is logged, never the query string, which may carry
+// tokens or tickets.
 func (s *Server) logRequests(c *fiber.Ctx) error {
 	start := time.Now()
 	err := c.Next()
+	status := c.Response().StatusCode()
+	if err != nil {
+		e, _ := errorFor(err)
+		status = statusOf[e.Kind]
+	}
+	d := time.Since(start)
+	// The route template, never the raw path (bounded label values); a
+	// request no route matched is still on a middleware's route.
+	route := "unmatched"
+	if r := c.Route(); r != nil && r.Method != "USE" {
+		route = r.Path
+	}
+	s.o.Metrics.Request(c.Method(), route, status, d)
 	if s.log.Enabled(c.UserContext(), slog.LevelDebug) {
-		status := c.Response().StatusCode()
-		if err != nil {
-			e, _ := errorFor(err)
-			status = statusOf[e.Kind]
-		}
 		s.log.Debug("request", "method", c.Method(), "path", c.Path(), "status", status,
-			"duration_ms", time.Since(start).Milliseconds(), "ip", s.ClientIP(c))
+			"duration_ms", d.Milliseconds(), "ip", s.ClientIP(c), "request_id", RequestID(c))
 	}
 	return err
+}
+
+const requestIDKey = "rooms.request_id"
+
+// requestID gives each request an id: the client's X-Request-ID when it is
+// a short token (1–64 letters, digits, '-', '_', '.'), a new one otherwise.
+// It is answered in X-Request-ID and logged as request_id.
+func requestID(c *fiber.Ctx) error {
+	id := c.Get(fiber.HeaderXRequestID)
+	if validRequestID(id) {
+		id = utils.CopyString(id)
+	} else {
+		id = utils.UUIDv4()
+	}
+	c.Set(fiber.HeaderXRequestID, id)
+	c.Locals(requestIDKey, id)
+	return c.Next()
+}
+
+func validRequestID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch b := id[i]; {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '-', b == '_', b == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// RequestID returns the id requestID gave this request ("" outside it).
+func RequestID(c *fiber.Ctx) string {
+	id, _ := c.Locals(requestIDKey).(string)
+	return id
 }
 
 // limitBody answers 413 for a body over BodyLimit.

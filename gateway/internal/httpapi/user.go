@@ -61,10 +61,15 @@ func (s *Server) limitAuth(c *fiber.Ctx, action, nickname string) error {
 	for _, ch := range checks {
 		ok, retry, err := ch.limit()
 		if err != nil {
-			s.log.Error("rate limit check failed", "action", action, "err", err)
+			s.log.Error("rate limit check failed", "action", action, "request_id", RequestID(c), "err", err)
 			return NewError(KindUnavailable, "rate limiter unavailable")
 		}
 		if !ok {
+			if action == "login" {
+				s.o.Metrics.RateLimitedLogin.Inc()
+			} else {
+				s.o.Metrics.RateLimitedRegister.Inc()
+			}
 			secs := int(math.Ceil(retry.Seconds()))
 			if secs < 1 {
 				secs = 1

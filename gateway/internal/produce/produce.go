@@ -22,6 +22,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"rooms/gateway/internal/metrics"
 	"rooms/shared/message"
 )
 
@@ -52,6 +53,8 @@ type Config struct {
 	QueueMax int
 	// Extra is merged last into the librdkafka configuration.
 	Extra kafka.ConfigMap
+	// Metrics counts delivery and fatal errors (nil: counted nowhere).
+	Metrics *metrics.Produce
 }
 
 func (c Config) withDefaults() Config {
@@ -69,6 +72,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Topic == "" {
 		c.Topic = message.DefaultTopic
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.Discard().Produce
 	}
 	return c
 }
@@ -158,6 +164,7 @@ func (p *Producer) events(inst *instance) {
 				continue
 			}
 			if e.TopicPartition.Error != nil {
+				p.cfg.Metrics.DeliveryErrors.Inc()
 				p.logger.Warn("kafka delivery failed", "error", e.TopicPartition.Error.Error())
 				cb(ErrDelivery)
 				continue
@@ -165,6 +172,7 @@ func (p *Producer) events(inst *instance) {
 			cb(nil)
 		case kafka.Error:
 			if e.IsFatal() {
+				p.cfg.Metrics.Fatal.Inc()
 				p.logger.Error("kafka producer fatal error", "error", e.Error())
 				p.ready.Store(false)
 				select {
@@ -223,6 +231,17 @@ func (p *Producer) supervise() {
 
 // Ready reports whether the producer can accept records (for /readyz).
 func (p *Producer) Ready() bool { return p.ready.Load() }
+
+// Len returns how many records the producer holds: queued or in flight,
+// waiting for their delivery report (0 once closed).
+func (p *Producer) Len() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return 0
+	}
+	return p.cur.p.Len()
+}
 
 // Send hands m (its Seq is ignored) to the producer. It returns ErrQueueFull
 // or ErrUnavailable without calling done when the record is refused;

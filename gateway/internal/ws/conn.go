@@ -21,10 +21,23 @@ import (
 
 // frame is one queued outgoing text frame. seq is the message's seq for
 // message frames (0 for every other frame); the writer uses it to skip what
-// the connection already has and to repair a gap.
+// the connection already has and to repair a gap. born is the message's
+// accept time (its time_created) in Unix nanoseconds, for the delivery
+// latency metric (0: not measured).
 type frame struct {
 	seq  int64
+	born int64
 	data []byte
+}
+
+// acceptedAt returns m's time_created in Unix nanoseconds, 0 when it does
+// not parse.
+func acceptedAt(m message.Message) int64 {
+	t, err := time.Parse(message.TimeLayout, m.TimeCreated)
+	if err != nil {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // conn is one open WebSocket.
@@ -69,6 +82,9 @@ func (c *conn) enqueue(f frame) {
 // the connection. Only the first call counts.
 func (c *conn) close(code int, text string) {
 	c.closeOnce.Do(func() {
+		if code != 0 {
+			c.srv.m.Closed(code)
+		}
 		c.closeCode, c.closeText = code, text
 		close(c.closing)
 	})
@@ -104,6 +120,12 @@ func (s *Server) serve(ws *websocket.Conn) {
 	}
 	c.logger = s.logger.With("conn_id", c.id, "room_id", c.roomID, "user_id", c.userID, "v2", c.v2)
 	defer close(c.done)
+	open := s.m.ConnsLegacy
+	if c.v2 {
+		open = s.m.ConnsV2
+	}
+	open.Inc()
+	defer open.Dec()
 
 	// Register first, then read the room's state: every message stored
 	// after that read is delivered live to this connection, and the writer
@@ -256,7 +278,11 @@ func (c *conn) writeLoop(initial [][]byte, last int64) {
 
 func (c *conn) write(b []byte) error {
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-	return c.ws.WriteMessage(websocket.TextMessage, b)
+	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		return err
+	}
+	c.srv.m.FramesOut.Inc()
+	return nil
 }
 
 // writeFrame writes f, skipping message frames the connection already has
@@ -280,6 +306,9 @@ func (c *conn) writeFrame(f frame) error {
 		return err
 	}
 	c.last = f.seq
+	if f.born != 0 {
+		c.srv.m.DeliveryLatency.Observe(max(time.Since(time.Unix(0, f.born)), 0).Seconds())
+	}
 	return nil
 }
 
@@ -348,6 +377,7 @@ func (c *conn) readLoop() {
 		}
 		// Any frame proves the peer is alive.
 		_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+		c.srv.m.FramesIn.Inc()
 		select {
 		case <-c.closing:
 			return
@@ -377,6 +407,7 @@ func (c *conn) handle(data []byte) {
 	}
 	req, rerr := parse(data, c.srv.cfg.MaxContent)
 	if rerr != nil {
+		c.srv.m.FailedInvalid.Inc()
 		c.enqueue(frame{data: encodeError(rerr.Code, rerr.Message, rerr.ClientMsgID)})
 		return
 	}
@@ -413,6 +444,8 @@ func (c *conn) send(content, clientMsgID string) {
 		ok = true
 	}
 	if !ok {
+		c.srv.m.RateLimitedSend.Inc()
+		c.srv.m.FailedRateLimited.Inc()
 		c.rateRefusals++
 		if c.rateRefusals >= cfg.RateLimitClose {
 			c.close(CloseRateLimited, "rate limited")
@@ -423,18 +456,27 @@ func (c *conn) send(content, clientMsgID string) {
 	}
 	c.rateRefusals = 0
 
+	mt := c.srv.m
 	id, err := uuid.NewV7()
 	if err != nil {
+		mt.FailedBusy.Inc()
 		c.enqueue(frame{data: encodeError(message.CodeUnavail, "try again", clientMsgID)})
 		return
 	}
+	accepted := time.Now()
 	m := message.Message{
 		ID: id.String(), RoomID: strconv.FormatInt(c.roomID, 10), UserID: c.userID,
 		Nickname: c.claims.Nickname, Content: content,
-		TimeCreated: message.FormatTime(time.Now()), ClientMsgID: clientMsgID,
+		TimeCreated: message.FormatTime(accepted), ClientMsgID: clientMsgID,
 	}
 	v2 := c.v2
 	err = c.srv.deps.Producer.Send(m, func(err error) {
+		if err == nil {
+			mt.Acked.Inc()
+			mt.AckLatency.Observe(time.Since(accepted).Seconds())
+		} else {
+			mt.FailedUnconfirmed.Inc()
+		}
 		switch {
 		case err == nil && v2:
 			c.enqueue(frame{data: encodeAck(clientMsgID)})
@@ -442,7 +484,10 @@ func (c *conn) send(content, clientMsgID string) {
 			c.enqueue(frame{data: encodeError(message.CodeUnavail, "message not confirmed, retry", clientMsgID)})
 		}
 	})
-	if err != nil {
+	if err == nil {
+		mt.Accepted.Inc()
+	} else {
+		mt.FailedBusy.Inc()
 		if !errors.Is(err, produce.ErrQueueFull) && !errors.Is(err, produce.ErrUnavailable) {
 			c.logger.Error("produce message", "error", err)
 		}

@@ -108,17 +108,18 @@ func (h *hub) Messages(roomID int64, msgs []message.Message) {
 	}
 	for _, m := range msgs {
 		var v2, legacy []byte
+		born := acceptedAt(m)
 		for _, c := range conns {
 			if c.v2 {
 				if v2 == nil {
 					v2 = encodeV2Message(m)
 				}
-				c.enqueue(frame{seq: m.Seq, data: v2})
+				c.enqueue(frame{seq: m.Seq, data: v2, born: born})
 			} else {
 				if legacy == nil {
 					legacy = encodeLegacyMessage(m)
 				}
-				c.enqueue(frame{seq: m.Seq, data: legacy})
+				c.enqueue(frame{seq: m.Seq, data: legacy, born: born})
 			}
 		}
 	}

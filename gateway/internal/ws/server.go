@@ -34,6 +34,7 @@ import (
 
 	"rooms/gateway/internal/auth"
 	"rooms/gateway/internal/fanout"
+	"rooms/gateway/internal/metrics"
 	"rooms/gateway/internal/presence"
 	"rooms/gateway/internal/produce"
 	"rooms/gateway/internal/ratelimit"
@@ -158,6 +159,8 @@ type Deps struct {
 	Limiter  Limiter
 	Producer Producer
 	Redis    redis.UniversalClient
+	// Metrics are the gateway's metrics (nil: counted nowhere).
+	Metrics *metrics.Gateway
 }
 
 // Server is this gateway's WebSocket endpoint.
@@ -170,6 +173,7 @@ type Server struct {
 	presence *presence.Registry
 	handler  fiber.Handler
 	limits   *connLimiter
+	m        *metrics.WS
 
 	draining atomic.Bool
 }
@@ -178,12 +182,15 @@ type Server struct {
 // Upgrade on the WebSocket route.
 func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, deps: deps, logger: logger, limits: newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerUser)}
+	if deps.Metrics == nil {
+		deps.Metrics = metrics.Discard()
+	}
+	s := &Server{cfg: cfg, deps: deps, logger: logger, limits: newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerUser), m: deps.Metrics.WS}
 	s.presence = presence.NewRegistry(deps.Redis, cfg.RedisPrefix, cfg.GatewayID, logger)
 	// The hub and the reader refer to each other: the reader delivers to the
 	// hub, the hub tracks rooms in the reader.
 	s.hub = newHub(nil)
-	s.reader = fanout.New(deps.Redis, cfg.RedisPrefix, deps.Store, s.hub, logger, fanout.Options{})
+	s.reader = fanout.New(deps.Redis, cfg.RedisPrefix, deps.Store, s.hub, logger, fanout.Options{Metrics: deps.Metrics.Fanout})
 	s.hub.tracker = s.reader
 	s.handler = websocket.New(s.serve, websocket.Config{
 		Subprotocols:    []string{Subprotocol},

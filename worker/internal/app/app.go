@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"time"
@@ -14,11 +15,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"rooms/shared/admin"
 	"rooms/shared/config"
 	"rooms/shared/logging"
 	"rooms/shared/message"
 	"rooms/worker/internal/broadcast"
 	"rooms/worker/internal/consume"
+	"rooms/worker/internal/metrics"
 	"rooms/worker/internal/store"
 )
 
@@ -50,6 +53,12 @@ type Config struct {
 	// Failpoint is a crash point for fault tests (consume.Failpoint); off
 	// when empty.
 	Failpoint string `env:"ROOMS_FAILPOINT"`
+	// AdminAddr is the operations listener: /metrics, /healthz and
+	// /debug/pprof (package admin), e.g. 127.0.0.1:9201. Keep it off the
+	// public network. Unset, there is none: a fixed default port would
+	// make every second gateway or worker on one machine (tests next to
+	// the local stack) fail to start.
+	AdminAddr string `env:"ADMIN_ADDR"`
 }
 
 // Run runs the worker until ctx ends, then shuts down within
@@ -99,18 +108,46 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if fp != nil {
 		log.Warn("failpoint armed: this worker will kill itself (fault tests only)", "failpoint", cfg.Failpoint)
 	}
+
+	reg := admin.NewRegistry()
+	mt := metrics.New(reg)
+	if cfg.AdminAddr != "" {
+		ln, err := net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			return fmt.Errorf("listen on ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
+		}
+		// Served until the consumer has stopped, so a scrape sees the
+		// drain.
+		actx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+		adminDone := make(chan struct{})
+		go func() {
+			defer close(adminDone)
+			if err := admin.Serve(actx, ln, admin.Handler(reg, log), log); err != nil {
+				log.Error("admin server stopped", "err", err)
+			}
+		}()
+		defer func() { stopAdmin(); <-adminDone }()
+	}
+
 	st := store.New(pool, store.Options{
 		MaxAttempts: cfg.MaxAttempts,
 		MaxContent:  cfg.MaxContent,
 		OnRetry: func(err error, transient bool, try int) {
+			if transient {
+				mt.RetriesTransient.Inc()
+			} else {
+				mt.RetriesFailed.Inc()
+			}
 			log.Warn("store batch failed", "err", err, "transient", transient, "try", try)
 		},
 		BeforeCommit: func() { fp.Hit(consume.FailInTx) },
+		OnCommit:     func(d time.Duration) { mt.CommitSeconds.Observe(d.Seconds()) },
 	})
 	bc := broadcast.New(rdb, broadcast.Options{
 		Prefix: cfg.Prefix,
 		MaxLen: cfg.FanoutMaxLen,
 		OnRetry: func(err error, try int) {
+			mt.AppendErrors.Inc()
 			log.Warn("broadcast batch failed", "err", err, "try", try)
 		},
 	})
@@ -126,6 +163,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		// A revoke must finish well within max.poll.interval.ms.
 		RevokeTimeout: min(cfg.Timeout, time.Minute),
 		Failpoint:     fp,
+		Metrics:       mt,
 	}, st, bc, log)
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)

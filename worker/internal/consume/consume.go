@@ -28,11 +28,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"rooms/shared/message"
+	"rooms/worker/internal/metrics"
 	"rooms/worker/internal/store"
 )
 
@@ -70,6 +72,9 @@ type Config struct {
 	Extra kafka.ConfigMap
 	// Failpoint, for fault tests only (nil: off).
 	Failpoint *Failpoint
+	// Metrics counts records, batches and the lag per partition (nil:
+	// counted nowhere).
+	Metrics *metrics.Worker
 }
 
 func (c *Config) defaults() {
@@ -87,6 +92,9 @@ func (c *Config) defaults() {
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 15 * time.Second
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.Discard()
 	}
 }
 
@@ -114,6 +122,9 @@ type partition struct {
 	done     chan struct{}
 	paused   bool
 	resumeAt kafka.Offset // first record dropped while paused
+	// next is the offset after the last batch whose offsets were stored
+	// (-1 before the first), for the lag metric.
+	next atomic.Int64
 }
 
 // Run consumes cfg.Topic until ctx ends, then finishes the in-flight
@@ -152,6 +163,7 @@ func Run(ctx context.Context, cfg Config, saver Saver, app Appender, log *slog.L
 	log.Info("consumer started", "topic", cfg.Topic, "group", cfg.Group)
 
 	var runErr error
+	var lagAt time.Time
 	for ctx.Err() == nil && runErr == nil {
 		switch e := kc.Poll(100).(type) {
 		case *kafka.Message:
@@ -164,6 +176,10 @@ func Run(ctx context.Context, cfg Config, saver Saver, app Appender, log *slog.L
 			log.Warn("kafka error", "err", e.Error(), "code", e.Code().String())
 		}
 		c.resumeReady()
+		if time.Since(lagAt) >= lagInterval {
+			lagAt = time.Now()
+			c.updateLag()
+		}
 	}
 
 	// Shut down: let the in-flight batches finish, commit what they stored,
@@ -207,6 +223,9 @@ func (c *consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
 			c.log.Error("unassign partitions", "err", err)
 			return err
 		}
+		for _, tp := range e.Partitions {
+			c.cfg.Metrics.DropLag(tp.Partition)
+		}
 		c.log.Info("partitions revoked", "partitions", partitionIDs(e.Partitions))
 	}
 	return nil
@@ -222,6 +241,7 @@ func (c *consumer) start(tp kafka.TopicPartition) {
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
+	p.next.Store(-1)
 	c.parts[tp.Partition] = p
 	c.wg.Add(1)
 	go func() {
@@ -280,7 +300,9 @@ func (c *consumer) dispatch(m *kafka.Message) {
 	}
 	select {
 	case p.in <- m:
+		c.cfg.Metrics.Records.Inc()
 	default:
+		c.cfg.Metrics.Pauses.Inc()
 		if err := c.kc.Pause([]kafka.TopicPartition{p.tp}); err != nil {
 			c.log.Error("pause partition", "partition", p.tp.Partition, "err", err)
 		}
@@ -327,6 +349,7 @@ func (c *consumer) runPartition(ctx context.Context, p *partition) {
 			return
 		}
 		if err := c.process(ctx, p, batch); err != nil {
+			c.cfg.Metrics.Abandoned.Inc()
 			log.Warn("batch abandoned", "first_offset", int64(batch[0].TopicPartition.Offset), "records", len(batch), "err", err)
 			return
 		}
@@ -362,6 +385,9 @@ func (c *consumer) collect(p *partition) []*kafka.Message {
 // process stores, broadcasts and then stores the offsets of one batch.
 // It returns an error only when ctx ends first.
 func (c *consumer) process(ctx context.Context, p *partition, batch []*kafka.Message) error {
+	mt := c.cfg.Metrics
+	start := time.Now()
+	mt.BatchSize.Observe(float64(len(batch)))
 	recs := make([]store.Record, len(batch))
 	for i, m := range batch {
 		recs[i] = store.Record{
@@ -376,18 +402,57 @@ func (c *consumer) process(ctx context.Context, p *partition, batch []*kafka.Mes
 	if err != nil {
 		return err
 	}
+	saved := time.Now()
+	mt.StoreSeconds.Observe(saved.Sub(start).Seconds())
+	mt.Inserted.Add(float64(res.Inserted))
+	mt.DeadLetters.Add(float64(res.DeadLetters))
+	mt.Duplicates.Add(float64(max(len(batch)-res.Inserted-res.DeadLetters, 0)))
 	c.cfg.Failpoint.Hit(FailAfterCommit)
 	if err := c.app.Append(ctx, res.Messages); err != nil {
 		return err
 	}
+	mt.AppendSeconds.Observe(time.Since(saved).Seconds())
 	next := p.tp
 	next.Offset = batch[len(batch)-1].TopicPartition.Offset + 1
 	if _, err := c.kc.StoreOffsets([]kafka.TopicPartition{next}); err != nil {
 		return fmt.Errorf("store offset %d: %w", int64(next.Offset), err)
 	}
+	p.next.Store(int64(next.Offset))
+	mt.BatchSeconds.Observe(time.Since(start).Seconds())
 	c.log.Debug("batch done", "partition", p.tp.Partition, "records", len(batch),
 		"inserted", res.Inserted, "dead_letters", res.DeadLetters, "next_offset", int64(next.Offset))
 	return nil
+}
+
+// lagInterval is how often the poll loop updates the lag metric.
+const lagInterval = time.Second
+
+// updateLag sets each assigned partition's lag: its high watermark, as of
+// the last fetch (GetWatermarkOffsets reads librdkafka's cache, no broker
+// round trip), minus the next offset to store. Before a partition's first
+// batch, the consumer's position stands in for it (or, for an empty
+// partition, its high watermark); a partition with none of these yet is
+// skipped.
+func (c *consumer) updateLag() {
+	for id, p := range c.parts {
+		low, high, err := c.kc.GetWatermarkOffsets(*p.tp.Topic, id)
+		if err != nil || high < 0 {
+			continue
+		}
+		next := p.next.Load()
+		if next < 0 {
+			pos, err := c.kc.Position([]kafka.TopicPartition{p.tp})
+			switch {
+			case err == nil && len(pos) == 1 && pos[0].Offset >= 0:
+				next = int64(pos[0].Offset)
+			case low == high:
+				next = high // an empty partition: nothing to process
+			default:
+				continue
+			}
+		}
+		c.cfg.Metrics.SetLag(id, high-next)
+	}
 }
 
 func partitionIDs(tps []kafka.TopicPartition) []int32 {

@@ -50,6 +50,9 @@ type Options struct {
 	// inserted and before its transaction commits (a fault tests' crash
 	// point, see consume.Failpoint).
 	BeforeCommit func()
+	// OnCommit, when set, is called after each committed transaction with
+	// the time its COMMIT took (the commit latency metric).
+	OnCommit func(d time.Duration)
 }
 
 // Store writes batches to PostgreSQL.
@@ -297,8 +300,12 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 			return res, err
 		}
 	}
+	commitStart := time.Now()
 	if err := tx.Commit(ctx); err != nil {
 		return res, fmt.Errorf("commit: %w", err)
+	}
+	if s.opts.OnCommit != nil {
+		s.opts.OnCommit(time.Since(commitStart))
 	}
 	sortMessages(out)
 	res.Messages = out
