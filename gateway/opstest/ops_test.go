@@ -241,6 +241,26 @@ func TestMetricsOfRunningBinaries(t *testing.T) {
 		wk = scrape(t, wkAdmin)
 	}
 
+	// More messages: the counters and histograms move with them.
+	const more = 20
+	for i := range more {
+		if err := ws.WriteJSON(map[string]string{"type": "send", "content": "more", "client_msg_id": fmt.Sprintf("ops-more-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grew := func(before float64) func(float64) bool {
+		return func(v float64) bool { return v >= before+more }
+	}
+	scrapeUntil(t, gwAdmin, map[string]func(float64) bool{
+		"rooms_gateway_messages_acked_total":           grew(gw["rooms_gateway_messages_acked_total"]),
+		"rooms_gateway_delivery_latency_seconds_count": grew(gw["rooms_gateway_delivery_latency_seconds_count"]),
+		"rooms_gateway_ws_frames_received_total":       grew(gw["rooms_gateway_ws_frames_received_total"]),
+	})
+	scrapeUntil(t, wkAdmin, map[string]func(float64) bool{
+		"rooms_worker_messages_stored_total":  grew(wk["rooms_worker_messages_stored_total"]),
+		"rooms_worker_records_consumed_total": grew(wk["rooms_worker_records_consumed_total"]),
+	})
+
 	exported := map[string]bool{}
 	for _, s := range []map[string]float64{gw, wk} {
 		for k := range s {
