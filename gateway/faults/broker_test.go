@@ -77,6 +77,7 @@ func TestFaultProducerQueueFull(t *testing.T) {
 	for _, c := range w.senders {
 		for k := 0; k < burst; k++ {
 			o := c.newOp(k)
+			o.Burst = true
 			all = append(all, pending{c, o, c.attempt(o.CMID, c.content(o))})
 		}
 	}

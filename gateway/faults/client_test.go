@@ -117,6 +117,9 @@ type op struct {
 	Codes    []string
 	Sent     time.Time // first attempt
 	Acked    bool
+	// Burst: sent without waiting for the previous message's ack, so
+	// per-sender order does not apply.
+	Burst bool
 }
 
 // client is a rooms.v2 client of one room that reconnects (jittered,
@@ -258,12 +261,16 @@ func (c *client) page(base string, after, upto int64) error {
 		if code != 200 || len(msgs) == 0 {
 			return fmt.Errorf("page after %d: %d %v", after, code, err)
 		}
+		from := after
 		for _, m := range msgs {
-			if m.Seq > upto {
+			if m.Seq != after+1 || m.Seq > upto {
 				break
 			}
 			c.deliver(m)
 			after = m.Seq
+		}
+		if after == from {
+			return fmt.Errorf("page after %d: no progress (first seq %d)", after, msgs[0].Seq)
 		}
 	}
 	return nil

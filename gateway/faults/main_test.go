@@ -62,6 +62,7 @@ func TestMain(m *testing.M) {
 // result is one test's numbers for the summary file.
 type result struct {
 	Test         string             `json:"test"`
+	Time         string             `json:"time"`
 	Passed       bool               `json:"passed"`
 	DurationS    float64            `json:"duration_s"`
 	Sent         int                `json:"sent"`
@@ -85,7 +86,7 @@ var (
 // duration when the test ends.
 func record(t *testing.T) *result {
 	t.Helper()
-	r := &result{Test: t.Name(), RecoveryS: map[string]float64{}, Measurements: map[string]float64{}}
+	r := &result{Test: t.Name(), Time: time.Now().UTC().Format(time.RFC3339), RecoveryS: map[string]float64{}, Measurements: map[string]float64{}}
 	start := time.Now()
 	resultsMu.Lock()
 	results[t.Name()] = r
@@ -126,18 +127,33 @@ func writeSummary() {
 		fmt.Fprintln(os.Stderr, "summary:", err)
 		return
 	}
-	var list []*result
-	for _, r := range results {
-		list = append(list, r)
-	}
-	sort.Slice(list, func(i, j int) bool { return list[i].Test < list[j].Test })
 	dir := filepath.Join(root, ".run", "faults")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "summary:", err)
 		return
 	}
-	b, _ := json.MarshalIndent(map[string]any{"time": time.Now().UTC().Format(time.RFC3339), "tests": list}, "", "  ")
 	path := filepath.Join(dir, "summary.json")
+	// A run of some tests (-run) updates their entries and keeps the
+	// others' from earlier runs; each entry says when it ran.
+	var old struct {
+		Tests []*result `json:"tests"`
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(b, &old)
+	}
+	merged := map[string]*result{}
+	for _, r := range old.Tests {
+		merged[r.Test] = r
+	}
+	for name, r := range results {
+		merged[name] = r
+	}
+	var list []*result
+	for _, r := range merged {
+		list = append(list, r)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Test < list[j].Test })
+	b, _ := json.MarshalIndent(map[string]any{"tests": list}, "", "  ")
 	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "summary:", err)
 		return
