@@ -3,9 +3,10 @@
 // the room's row lock and inserts the new rows, all in one transaction per
 // batch. Records that can never be stored go to the dead_letters table.
 //
-// A batch costs a fixed number of round trips, whatever its size: begin,
-// check users, lock rooms, look up duplicates, copy the new rows, advance
-// last_seq, record dead letters, commit.
+// A batch costs a fixed number of round trips, whatever its size: begin;
+// one for the reads (check users, lock rooms, look up duplicates, pipelined);
+// one for the writes (insert the new rows, advance last_seq); one more only
+// when there are dead letters; commit.
 package store
 
 import (
@@ -183,29 +184,47 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
 
+	byID := map[[16]byte]message.Message{}
+	byClient := map[clientKey]message.Message{}
 	if len(cands) > 0 {
-		// Users: a message of an unknown user would violate the foreign key
-		// and fail the whole batch, so it is dead-lettered up front.
+		// One round trip for the three reads: the known users (a message of
+		// an unknown user would violate the foreign key and fail the whole
+		// batch, so it is dead-lettered up front), the rooms' last_seq under
+		// their row locks (taken in id order so two batches sharing rooms
+		// cannot deadlock; the lock serialises seq assignment per room), and
+		// the stored rows the candidates duplicate.
 		userSet := map[int64]bool{}
 		roomSet := map[int64]bool{}
 		for _, c := range cands {
 			userSet[c.userID] = true
 			roomSet[c.roomID] = true
 		}
-		knownUsers, err := queryIDs(ctx, tx, `SELECT id FROM users WHERE id = ANY($1)`, keys(userSet))
+		b := &pgx.Batch{}
+		b.Queue(`SELECT id FROM users WHERE id = ANY($1)`, keys(userSet))
+		b.Queue(`SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE`, keys(roomSet))
+		queueExisting(b, cands)
+		br := tx.SendBatch(ctx, b)
+		knownUsers, err := readIDs(br)
 		if err != nil {
+			_ = br.Close()
 			return res, fmt.Errorf("check users: %w", err)
 		}
-
-		// Rooms are locked in id order so two batches sharing rooms
-		// cannot deadlock; the lock serialises seq assignment per room.
-		rows, err := tx.Query(ctx, `SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE`, keys(roomSet))
+		rows, err := br.Query()
 		if err != nil {
+			_ = br.Close()
 			return res, fmt.Errorf("lock rooms: %w", err)
 		}
 		var id, seq int64
 		if _, err := pgx.ForEachRow(rows, []any{&id, &seq}, func() error { lastSeq[id] = seq; return nil }); err != nil {
+			_ = br.Close()
 			return res, fmt.Errorf("lock rooms: %w", err)
+		}
+		if err := readExisting(br, byID, byClient); err != nil {
+			_ = br.Close()
+			return res, err
+		}
+		if err := br.Close(); err != nil {
+			return res, fmt.Errorf("read batch state: %w", err)
 		}
 
 		kept := cands[:0]
@@ -222,19 +241,11 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 		cands = kept
 	}
 
-	byID := map[[16]byte]message.Message{}
-	byClient := map[clientKey]message.Message{}
-	if len(cands) > 0 {
-		if err := s.loadExisting(ctx, tx, cands, byID, byClient); err != nil {
-			return res, err
-		}
-	}
-
 	// Assign seqs in batch order to the rows that are really new; a
 	// duplicate (of a stored row or of an earlier record of the batch)
 	// resolves to that row.
 	var out []message.Message
-	var newRows [][]any
+	var newRows rowColumns
 	seen := map[seqKey]bool{}
 	roomSeq := lastSeq
 	advanced := map[int64]bool{}
@@ -266,18 +277,11 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 		if c.clientID != nil {
 			byClient[clientKey{c.roomID, c.userID, *c.clientID}] = m
 		}
-		newRows = append(newRows, []any{c.roomID, m.Seq, c.id, c.userID, m.Nickname, m.Content, c.clientID, c.created})
+		newRows.add(c, m.Seq)
 		emit(m)
 	}
 
-	if len(newRows) > 0 {
-		n, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"},
-			[]string{"room_id", "seq", "id", "user_id", "nickname", "content", "client_msg_id", "time_created"},
-			pgx.CopyFromRows(newRows))
-		if err != nil {
-			return res, fmt.Errorf("insert %d messages: %w", len(newRows), err)
-		}
-		res.Inserted = int(n)
+	if len(newRows.seqs) > 0 {
 		var ids, seqs []int64
 		for id, seq := range roomSeq {
 			if advanced[id] {
@@ -285,10 +289,27 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 				seqs = append(seqs, seq)
 			}
 		}
-		if _, err := tx.Exec(ctx, `UPDATE rooms r SET last_seq = u.last_seq
+		// One round trip for both writes.
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO messages (room_id, seq, id, user_id, nickname, content, client_msg_id, time_created)
+			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])`,
+			newRows.rooms, newRows.seqs, newRows.ids, newRows.users, newRows.nicknames, newRows.contents, newRows.clientIDs, newRows.created)
+		b.Queue(`UPDATE rooms r SET last_seq = u.last_seq
 			FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_seq)
-			WHERE r.id = u.id AND u.last_seq > r.last_seq`, ids, seqs); err != nil {
+			WHERE r.id = u.id AND u.last_seq > r.last_seq`, ids, seqs)
+		br := tx.SendBatch(ctx, b)
+		tag, err := br.Exec()
+		if err != nil {
+			_ = br.Close()
+			return res, fmt.Errorf("insert %d messages: %w", len(newRows.seqs), err)
+		}
+		res.Inserted = int(tag.RowsAffected())
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
 			return res, fmt.Errorf("advance last_seq: %w", err)
+		}
+		if err := br.Close(); err != nil {
+			return res, fmt.Errorf("write batch: %w", err)
 		}
 		if s.opts.BeforeCommit != nil {
 			s.opts.BeforeCommit()
@@ -313,9 +334,31 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 	return res, nil
 }
 
-// loadExisting finds the stored rows the candidates duplicate, by id or by
-// (room_id, user_id, client_msg_id).
-func (s *Store) loadExisting(ctx context.Context, tx pgx.Tx, cands []candidate, byID map[[16]byte]message.Message, byClient map[clientKey]message.Message) error {
+// rowColumns are the new rows of a batch, column by column (the arrays of
+// one INSERT ... SELECT FROM unnest).
+type rowColumns struct {
+	rooms, seqs, users  []int64
+	ids                 []pgtype.UUID
+	nicknames, contents []string
+	clientIDs           []*string
+	created             []time.Time
+}
+
+func (r *rowColumns) add(c candidate, seq int64) {
+	r.rooms = append(r.rooms, c.roomID)
+	r.seqs = append(r.seqs, seq)
+	r.ids = append(r.ids, c.id)
+	r.users = append(r.users, c.userID)
+	r.nicknames = append(r.nicknames, c.msg.Nickname)
+	r.contents = append(r.contents, c.msg.Content)
+	r.clientIDs = append(r.clientIDs, c.clientID)
+	r.created = append(r.created, c.created)
+}
+
+// queueExisting queues the look-up of the stored rows the candidates
+// duplicate, by id or by (room_id, user_id, client_msg_id); readExisting
+// reads its result.
+func queueExisting(b *pgx.Batch, cands []candidate) {
 	ids := make([]pgtype.UUID, 0, len(cands))
 	var rooms, users []int64
 	var clients []string
@@ -327,7 +370,7 @@ func (s *Store) loadExisting(ctx context.Context, tx pgx.Tx, cands []candidate, 
 			clients = append(clients, *c.clientID)
 		}
 	}
-	rows, err := tx.Query(ctx, `
+	b.Queue(`
 		SELECT m.room_id, m.seq, m.id, m.user_id, m.nickname, m.content, m.client_msg_id, m.time_created
 		FROM messages m WHERE m.id = ANY($1)
 		UNION
@@ -336,6 +379,10 @@ func (s *Store) loadExisting(ctx context.Context, tx pgx.Tx, cands []candidate, 
 		JOIN unnest($2::bigint[], $3::bigint[], $4::text[]) AS k(room_id, user_id, client_msg_id)
 		  ON m.room_id = k.room_id AND m.user_id = k.user_id AND m.client_msg_id = k.client_msg_id`,
 		ids, rooms, users, clients)
+}
+
+func readExisting(br pgx.BatchResults, byID map[[16]byte]message.Message, byClient map[clientKey]message.Message) error {
+	rows, err := br.Query()
 	if err != nil {
 		return fmt.Errorf("look up duplicates: %w", err)
 	}
@@ -406,8 +453,8 @@ func insertDeadLetters(ctx context.Context, tx pgx.Tx, dead []deadLetter) error 
 	return nil
 }
 
-func queryIDs(ctx context.Context, tx pgx.Tx, sql string, ids []int64) (map[int64]bool, error) {
-	rows, err := tx.Query(ctx, sql, ids)
+func readIDs(br pgx.BatchResults) (map[int64]bool, error) {
+	rows, err := br.Query()
 	if err != nil {
 		return nil, err
 	}
