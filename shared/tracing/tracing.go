@@ -112,6 +112,11 @@ func OrNoop(tp trace.TracerProvider) trace.TracerProvider {
 // traceparent of the span that produced the record.
 const TraceparentKey = "traceparent"
 
+// StreamField is the optional field of a message entry in the Redis fan-out
+// streams carrying the W3C traceparent of the message's send; readers that
+// do not know it ignore it.
+const StreamField = "tp"
+
 var propagator = propagation.TraceContext{}
 
 // Traceparent returns the W3C traceparent of ctx's span, "" when it has no

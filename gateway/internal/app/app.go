@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -34,6 +35,7 @@ import (
 	"rooms/shared/admin"
 	"rooms/shared/config"
 	"rooms/shared/logging"
+	"rooms/shared/tracing"
 )
 
 // App is a built gateway, ready to Serve.
@@ -58,6 +60,9 @@ type App struct {
 	Registry *prometheus.Registry
 	Metrics  *metrics.Gateway
 	Admin    http.Handler
+	// Tracing is the TracerProvider handed to the components: OTLP when
+	// the standard OTEL_* environment asks for it, otherwise a no-op one.
+	Tracing *tracing.Provider
 
 	background, shutdown []namedFunc
 }
@@ -72,6 +77,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a.Registry = admin.NewRegistry()
 	a.Metrics = metrics.New(a.Registry)
 	a.Admin = admin.Handler(a.Registry, log)
+	a.Tracing = tracing.Noop()
 	ok := false
 	defer func() {
 		if !ok {
@@ -141,6 +147,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
 	a.Metrics.Produce.QueueDepth(a.Producer.Len)
+	if a.Tracing, err = tracing.New(ctx, os.Getenv, "gateway"); err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
 	sendLimit := ratelimit.Limit{Rate: cfg.SendRate, Burst: cfg.SendBurst, Period: time.Second}
 	a.WS = ws.New(ws.Config{
 		// A fresh suffix per process keeps the presence entries of a
@@ -152,10 +161,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		SendLimit:       sendLimit,
 		MaxConns:        cfg.WSMaxConns,
 		MaxConnsPerUser: cfg.WSMaxConnsPerUser,
-	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: a.Limiter, Producer: a.Producer, Redis: a.Redis, Metrics: a.Metrics}, log)
+	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: a.Limiter, Producer: a.Producer, Redis: a.Redis, Metrics: a.Metrics, Tracer: a.Tracing}, log)
 	a.Background("websocket", a.WS.Run)
 	a.OnShutdown("websocket drain", a.WS.Drain)
 	a.OnShutdown("kafka producer flush", a.Producer.Close)
+	// After the producer's flush, so the last sends' spans are ended.
+	a.OnShutdown("trace flush", a.Tracing.Shutdown)
 
 	if a.HTTP, err = httpapi.New(httpapi.Options{
 		RoomUpgrade: a.WS.Upgrade(),
@@ -284,6 +295,11 @@ func (a *App) Close() {
 	if a.Producer != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), a.Config.Shutdown.Timeout)
 		_ = a.Producer.Close(ctx)
+		cancel()
+	}
+	if a.Tracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), a.Config.Shutdown.Timeout)
+		_ = a.Tracing.Shutdown(ctx) // a no-op after the shutdown hook
 		cancel()
 	}
 	if a.Redis != nil {

@@ -27,10 +27,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"rooms/gateway/internal/metrics"
 	"rooms/shared/message"
 	"rooms/shared/retry"
+	"rooms/shared/tracing"
 )
 
 // Store reads stored messages, for gap repair.
@@ -66,6 +69,10 @@ type Options struct {
 	// Metrics counts entries, read lag, gap repairs and duplicates (nil:
 	// counted nowhere).
 	Metrics *metrics.Fanout
+	// Tracer makes a rooms.deliver span for each message entry that carries
+	// a traceparent (tracing.StreamField) and is handed to local sockets
+	// (nil: a no-op provider, no spans).
+	Tracer trace.TracerProvider
 }
 
 // Reader is one gateway's fan-out stream reader.
@@ -84,7 +91,8 @@ type Reader struct {
 	mu    sync.Mutex
 	rooms map[int64]int64
 
-	ready atomic.Bool
+	ready  atomic.Bool
+	tracer trace.Tracer
 }
 
 // New returns a Reader of the streams under prefix.
@@ -101,7 +109,10 @@ func New(rdb redis.UniversalClient, prefix string, store Store, sink Sink, logge
 	if opt.Metrics == nil {
 		opt.Metrics = metrics.Discard().Fanout
 	}
-	return &Reader{rdb: rdb, prefix: prefix, store: store, sink: sink, logger: logger, opt: opt, rooms: map[int64]int64{}}
+	return &Reader{
+		rdb: rdb, prefix: prefix, store: store, sink: sink, logger: logger, opt: opt, rooms: map[int64]int64{},
+		tracer: tracing.OrNoop(opt.Tracer).Tracer("rooms/gateway/fanout"),
+	}
 }
 
 // unknown marks a tracked room whose first message has not been seen yet.
@@ -231,6 +242,9 @@ func (r *Reader) handle(ctx context.Context, e redis.XMessage) {
 			r.logger.Warn("bad fan-out message entry", "entry_id", e.ID, "error", err)
 			return
 		}
+		if tp, _ := e.Values[tracing.StreamField].(string); tp != "" {
+			ctx = tracing.WithRemoteParent(ctx, tp)
+		}
 		r.message(ctx, roomID, m)
 	case message.KindPresence:
 		r.opt.Metrics.EntriesPresence.Inc()
@@ -306,7 +320,20 @@ func (r *Reader) message(ctx context.Context, roomID int64, m message.Message) {
 		i++
 	}
 	if i < len(msgs) {
+		// One rooms.deliver span per gateway and message, in the trace of
+		// the message's send, when the entry carried its traceparent.
+		var span trace.Span
+		if trace.SpanContextFromContext(ctx).IsValid() {
+			_, span = r.tracer.Start(ctx, "rooms.deliver", trace.WithSpanKind(trace.SpanKindConsumer))
+			if span.IsRecording() {
+				span.SetAttributes(attribute.Int64("rooms.room_id", roomID), attribute.Int64("rooms.seq", m.Seq),
+					attribute.String("rooms.message_id", m.ID), attribute.Int("rooms.messages", len(msgs)-i))
+			}
+		}
 		r.sink.Messages(roomID, msgs[i:])
+		if span != nil {
+			span.End()
+		}
 	}
 }
 

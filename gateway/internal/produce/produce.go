@@ -24,6 +24,7 @@ import (
 
 	"rooms/gateway/internal/metrics"
 	"rooms/shared/message"
+	"rooms/shared/tracing"
 )
 
 // Errors reported by Send and by delivery callbacks.
@@ -247,6 +248,21 @@ func (p *Producer) Len() int {
 // or ErrUnavailable without calling done when the record is refused;
 // otherwise done is called exactly once with the delivery outcome.
 func (p *Producer) Send(m message.Message, done Callback) error {
+	return p.send(m, nil, done)
+}
+
+// SendContext is Send with the trace context of ctx's span, if it has one,
+// in the record's traceparent header (W3C), for the worker to link its
+// batch to. Without a span context the record is Send's.
+func (p *Producer) SendContext(ctx context.Context, m message.Message, done Callback) error {
+	var headers []kafka.Header
+	if tp := tracing.Traceparent(ctx); tp != "" {
+		headers = []kafka.Header{{Key: tracing.TraceparentKey, Value: []byte(tp)}}
+	}
+	return p.send(m, headers, done)
+}
+
+func (p *Producer) send(m message.Message, headers []kafka.Header, done Callback) error {
 	roomID, err := strconv.ParseInt(m.RoomID, 10, 64)
 	if err != nil {
 		return fmt.Errorf("room id %q: %w", m.RoomID, err)
@@ -266,6 +282,7 @@ func (p *Producer) Send(m message.Message, done Callback) error {
 		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
 		Key:            []byte(strconv.FormatInt(roomID, 10)),
 		Value:          value,
+		Headers:        headers,
 		Opaque:         done,
 	}, nil)
 	if err != nil {

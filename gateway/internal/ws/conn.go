@@ -12,11 +12,15 @@ import (
 
 	"github.com/gofiber/contrib/websocket"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"rooms/gateway/internal/auth"
 	"rooms/gateway/internal/presence"
 	"rooms/gateway/internal/produce"
 	"rooms/shared/message"
+	"rooms/shared/tracing"
 )
 
 // frame is one queued outgoing text frame. seq is the message's seq for
@@ -242,11 +246,9 @@ func (c *conn) writeLoop(initial [][]byte, last int64) {
 				websocket.FormatCloseMessage(CloseInternal, "internal error"), time.Now().Add(time.Second))
 		}
 	}()
-	for _, b := range initial {
-		if err := c.write(b); err != nil {
-			c.close(0, "")
-			return
-		}
+	if err := c.writeInitial(initial); err != nil {
+		c.close(0, "")
+		return
 	}
 	c.last = last
 	ping := time.NewTicker(cfg.PingInterval)
@@ -264,7 +266,7 @@ func (c *conn) writeLoop(initial [][]byte, last int64) {
 			c.writeClose()
 			return
 		case f := <-c.queue:
-			if err := c.writeFrame(f); err != nil {
+			if err := c.writeQueued(f); err != nil {
 				c.close(0, "")
 				c.logger.Debug("websocket write failed", "error", err)
 			}
@@ -285,31 +287,79 @@ func (c *conn) write(b []byte) error {
 	return nil
 }
 
-// writeFrame writes f, skipping message frames the connection already has
-// and first repairing a gap before a later one from PostgreSQL, so that
-// each seq reaches the client once and in order.
-func (c *conn) writeFrame(f frame) error {
-	if f.seq == 0 {
-		return c.write(f.data)
-	}
-	if f.seq <= c.last {
-		return nil
-	}
-	if f.seq > c.last+1 {
-		if err := c.repair(f.seq); err != nil {
-			c.logger.Warn("connection gap repair failed", "after_seq", c.last, "seq", f.seq, "error", err)
-			c.close(CloseTooSlow, "missed messages, resume")
-			return nil
+// writeInitial writes the first frames, coalesced.
+func (c *conn) writeInitial(initial [][]byte) error {
+	b := c.newBatch()
+	defer b.release()
+	for _, data := range initial {
+		b.add(data, 0)
+		if b.full() {
+			if err := b.flush(); err != nil {
+				return err
+			}
 		}
 	}
-	if err := c.write(f.data); err != nil {
-		return err
+	return b.flush()
+}
+
+// writeQueued writes f and every frame queued behind it (up to a batch's
+// bounds) with one socket write, skipping message frames the connection
+// already has and first repairing a gap before a later one from
+// PostgreSQL, so that each seq reaches the client once and in order.
+func (c *conn) writeQueued(f frame) error {
+	b := c.newBatch()
+	defer b.release()
+	for {
+		if !c.addFrame(b, f) {
+			// A gap could not be repaired: the connection is closing;
+			// what came before the gap still goes out.
+			return b.flush()
+		}
+		if b.full() {
+			if err := b.flush(); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-c.closing:
+			return b.flush()
+		default:
+		}
+		select {
+		case f = <-c.queue:
+			continue
+		default:
+		}
+		return b.flush()
 	}
+}
+
+// addFrame adds f to b unless the connection already has it; a message
+// frame after a gap first flushes b and writes the missing seqs. It
+// reports false when the gap could not be repaired (the connection is then
+// closed with 4008 so its client resumes).
+func (c *conn) addFrame(b *batch, f frame) bool {
+	if f.seq == 0 {
+		b.add(f.data, 0)
+		return true
+	}
+	if f.seq <= c.last {
+		return true
+	}
+	if f.seq > c.last+1 {
+		err := b.flush()
+		if err == nil {
+			err = c.repair(f.seq)
+		}
+		if err != nil {
+			c.logger.Warn("connection gap repair failed", "after_seq", c.last, "seq", f.seq, "error", err)
+			c.close(CloseTooSlow, "missed messages, resume")
+			return false
+		}
+	}
+	b.add(f.data, f.born)
 	c.last = f.seq
-	if f.born != 0 {
-		c.srv.m.DeliveryLatency.Observe(max(time.Since(time.Unix(0, f.born)), 0).Seconds())
-	}
-	return nil
+	return true
 }
 
 var errGap = errors.New("gap too large or not stored")
@@ -470,7 +520,21 @@ func (c *conn) send(content, clientMsgID string) {
 		TimeCreated: message.FormatTime(accepted), ClientMsgID: clientMsgID,
 	}
 	v2 := c.v2
-	err = c.srv.deps.Producer.Send(m, func(err error) {
+	// rooms.send lasts from the accepted send to its delivery report.
+	sctx, span := c.srv.tracer.Start(context.Background(), "rooms.send", trace.WithSpanKind(trace.SpanKindProducer))
+	traceAttr := tracing.LogAttr(span)
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("rooms.room_id", m.RoomID), attribute.String("rooms.message_id", m.ID),
+			attribute.String("rooms.client_msg_id", clientMsgID), attribute.Bool("rooms.v2", v2),
+			attribute.String("rooms.conn_id", c.id),
+		)
+	}
+	deliver := func(err error) {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
 		if err == nil {
 			mt.Acked.Inc()
 			mt.AckLatency.Observe(time.Since(accepted).Seconds())
@@ -483,13 +547,22 @@ func (c *conn) send(content, clientMsgID string) {
 		case err != nil:
 			c.enqueue(frame{data: encodeError(message.CodeUnavail, "message not confirmed, retry", clientMsgID)})
 		}
-	})
+	}
+	if cs, ok := c.srv.deps.Producer.(contextSender); ok {
+		err = cs.SendContext(sctx, m, deliver)
+	} else {
+		err = c.srv.deps.Producer.Send(m, deliver)
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		span.End()
+	}
 	if err == nil {
 		mt.Accepted.Inc()
 	} else {
 		mt.FailedBusy.Inc()
 		if !errors.Is(err, produce.ErrQueueFull) && !errors.Is(err, produce.ErrUnavailable) {
-			c.logger.Error("produce message", "error", err)
+			c.logger.Error("produce message", "error", err, traceAttr)
 		}
 		c.enqueue(frame{data: encodeError(message.CodeUnavail, "service busy, retry", clientMsgID)})
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"rooms/gateway/internal/auth"
 	"rooms/gateway/internal/fanout"
@@ -40,6 +41,7 @@ import (
 	"rooms/gateway/internal/ratelimit"
 	"rooms/gateway/internal/store"
 	"rooms/shared/message"
+	"rooms/shared/tracing"
 )
 
 // Authenticator checks access tokens and redeems one-time tickets.
@@ -161,6 +163,15 @@ type Deps struct {
 	Redis    redis.UniversalClient
 	// Metrics are the gateway's metrics (nil: counted nowhere).
 	Metrics *metrics.Gateway
+	// Tracer makes the rooms.send and rooms.deliver spans (nil: a no-op
+	// provider, no spans).
+	Tracer trace.TracerProvider
+}
+
+// contextSender is a Producer that carries a span's trace context in the
+// record (produce.Producer.SendContext).
+type contextSender interface {
+	SendContext(ctx context.Context, m message.Message, done produce.Callback) error
 }
 
 // Server is this gateway's WebSocket endpoint.
@@ -174,6 +185,7 @@ type Server struct {
 	handler  fiber.Handler
 	limits   *connLimiter
 	m        *metrics.WS
+	tracer   trace.Tracer
 
 	draining atomic.Bool
 }
@@ -185,12 +197,14 @@ func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 	if deps.Metrics == nil {
 		deps.Metrics = metrics.Discard()
 	}
+	deps.Tracer = tracing.OrNoop(deps.Tracer)
 	s := &Server{cfg: cfg, deps: deps, logger: logger, limits: newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerUser), m: deps.Metrics.WS}
+	s.tracer = deps.Tracer.Tracer("rooms/gateway/ws")
 	s.presence = presence.NewRegistry(deps.Redis, cfg.RedisPrefix, cfg.GatewayID, logger)
 	// The hub and the reader refer to each other: the reader delivers to the
 	// hub, the hub tracks rooms in the reader.
 	s.hub = newHub(nil)
-	s.reader = fanout.New(deps.Redis, cfg.RedisPrefix, deps.Store, s.hub, logger, fanout.Options{Metrics: deps.Metrics.Fanout})
+	s.reader = fanout.New(deps.Redis, cfg.RedisPrefix, deps.Store, s.hub, logger, fanout.Options{Metrics: deps.Metrics.Fanout, Tracer: deps.Tracer})
 	s.hub.tracker = s.reader
 	s.handler = websocket.New(s.serve, websocket.Config{
 		Subprotocols:    []string{Subprotocol},

@@ -19,6 +19,7 @@ import (
 	"rooms/shared/config"
 	"rooms/shared/logging"
 	"rooms/shared/message"
+	"rooms/shared/tracing"
 	"rooms/worker/internal/broadcast"
 	"rooms/worker/internal/consume"
 	"rooms/worker/internal/metrics"
@@ -129,6 +130,21 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		defer func() { stopAdmin(); <-adminDone }()
 	}
 
+	// Spans of the batches, exported over OTLP when the standard OTEL_*
+	// environment asks for it (otherwise a no-op provider). Flushed after
+	// the consumer has stopped, within the rest of the shutdown deadline.
+	tp, err := tracing.New(ctx, getenv, "worker")
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(cfg.Timeout/4, time.Second))
+		defer cancel()
+		if err := tp.Shutdown(fctx); err != nil {
+			log.Warn("flush traces", "err", err)
+		}
+	}()
+
 	st := store.New(pool, store.Options{
 		MaxAttempts: cfg.MaxAttempts,
 		MaxContent:  cfg.MaxContent,
@@ -164,6 +180,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		RevokeTimeout: min(cfg.Timeout, time.Minute),
 		Failpoint:     fp,
 		Metrics:       mt,
+		Tracer:        tp,
 	}, st, bc, log)
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)

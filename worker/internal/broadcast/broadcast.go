@@ -13,6 +13,7 @@ import (
 
 	"rooms/shared/message"
 	"rooms/shared/retry"
+	"rooms/shared/tracing"
 )
 
 // Options tune a Broadcaster. Zero values take the defaults.
@@ -56,6 +57,13 @@ func New(rdb redis.Cmdable, opts Options) *Broadcaster {
 // success appends some messages twice, which readers tolerate (they drop
 // seqs they already delivered).
 func (b *Broadcaster) Append(ctx context.Context, msgs []message.Message) error {
+	return b.AppendTraced(ctx, msgs, nil)
+}
+
+// AppendTraced is Append, adding to each message's entry the traceparent
+// traceparents holds for the message's id, if any, in the optional field
+// tracing.StreamField.
+func (b *Broadcaster) AppendTraced(ctx context.Context, msgs []message.Message, traceparents map[string]string) error {
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -73,7 +81,7 @@ func (b *Broadcaster) Append(ctx context.Context, msgs []message.Message) error 
 			Stream: message.FanoutStream(b.opts.Prefix, room),
 			MaxLen: b.opts.MaxLen,
 			Approx: true,
-			Values: []string{message.FieldKind, message.KindMessage, message.FieldData, string(data)},
+			Values: values(string(data), traceparents[m.ID]),
 		})
 	}
 	for try := 1; ; try++ {
@@ -91,6 +99,13 @@ func (b *Broadcaster) Append(ctx context.Context, msgs []message.Message) error 
 			return fmt.Errorf("append %d messages: %w", len(msgs), err)
 		}
 	}
+}
+
+func values(data, traceparent string) []string {
+	if traceparent == "" {
+		return []string{message.FieldKind, message.KindMessage, message.FieldData, data}
+	}
+	return []string{message.FieldKind, message.KindMessage, message.FieldData, data, tracing.StreamField, traceparent}
 }
 
 func (b *Broadcaster) appendOnce(ctx context.Context, args []*redis.XAddArgs) error {

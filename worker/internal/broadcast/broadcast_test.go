@@ -12,6 +12,7 @@ import (
 
 	"rooms/shared/message"
 	"rooms/shared/testenv"
+	"rooms/shared/tracing"
 	"rooms/worker/internal/broadcast"
 )
 
@@ -100,4 +101,28 @@ func mustRoom(m message.Message) int64 {
 	var n int64
 	fmt.Sscan(m.RoomID, &n)
 	return n
+}
+
+func TestAppendTracedAddsTraceparentField(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	b := broadcast.New(rdb, broadcast.Options{Prefix: prefix})
+	ctx := context.Background()
+	ms := msgs(11, 1, 2)
+	tp := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	if err := b.AppendTraced(ctx, ms, map[string]string{ms[0].ID: tp}); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := rdb.XRange(ctx, message.FanoutStream(prefix, 11), "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2 {
+		t.Fatalf("%d entries, want 2", len(entries))
+	}
+	if got := entries[0].Values[tracing.StreamField]; got != tp {
+		t.Fatalf("first entry %s = %v, want %s", tracing.StreamField, got, tp)
+	}
+	if _, ok := entries[1].Values[tracing.StreamField]; ok || len(entries[1].Values) != 2 {
+		t.Fatalf("untraced entry has fields %v, want only kind and data", entries[1].Values)
+	}
 }

@@ -24,6 +24,7 @@ package consume
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,8 +33,12 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"rooms/shared/message"
+	"rooms/shared/tracing"
 	"rooms/worker/internal/metrics"
 	"rooms/worker/internal/store"
 )
@@ -75,6 +80,16 @@ type Config struct {
 	// Metrics counts records, batches and the lag per partition (nil:
 	// counted nowhere).
 	Metrics *metrics.Worker
+	// Tracer makes a rooms.batch span per batch, linked to the span of each
+	// record's traceparent header, with store and broadcast child spans
+	// (nil: a no-op provider, no spans).
+	Tracer trace.TracerProvider
+}
+
+// TracedAppender is an Appender that can carry each message's traceparent
+// into its fan-out entry (broadcast.Broadcaster.AppendTraced).
+type TracedAppender interface {
+	AppendTraced(ctx context.Context, msgs []message.Message, traceparents map[string]string) error
 }
 
 func (c *Config) defaults() {
@@ -96,6 +111,7 @@ func (c *Config) defaults() {
 	if c.Metrics == nil {
 		c.Metrics = metrics.Discard()
 	}
+	c.Tracer = tracing.OrNoop(c.Tracer)
 }
 
 // consumer is the state of one Run. parts is only touched by the poll
@@ -107,6 +123,7 @@ type consumer struct {
 	app   Appender
 	kc    *kafka.Consumer
 	parts map[int32]*partition
+	trace trace.Tracer
 	// base is the parent of the partition goroutines' contexts: not the
 	// caller's, so that shutdown lets in-flight batches finish.
 	base context.Context
@@ -155,6 +172,7 @@ func Run(ctx context.Context, cfg Config, saver Saver, app Appender, log *slog.L
 		cfg: cfg, log: log, saver: saver, app: app, kc: kc,
 		parts: map[int32]*partition{},
 		base:  context.WithoutCancel(ctx),
+		trace: cfg.Tracer.Tracer("rooms/worker/consume"),
 	}
 	if err := kc.SubscribeTopics([]string{cfg.Topic}, c.rebalance); err != nil {
 		_ = kc.Close()
@@ -384,9 +402,18 @@ func (c *consumer) collect(p *partition) []*kafka.Message {
 
 // process stores, broadcasts and then stores the offsets of one batch.
 // It returns an error only when ctx ends first.
-func (c *consumer) process(ctx context.Context, p *partition, batch []*kafka.Message) error {
+func (c *consumer) process(ctx context.Context, p *partition, batch []*kafka.Message) (err error) {
 	mt := c.cfg.Metrics
 	start := time.Now()
+	ctx, span := c.trace.Start(ctx, "rooms.batch", trace.WithSpanKind(trace.SpanKindConsumer))
+	defer func() { endSpan(span, err) }()
+	var tps map[string]string
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int64("messaging.kafka.partition", int64(p.tp.Partition)),
+			attribute.Int64("messaging.kafka.offset", int64(batch[0].TopicPartition.Offset)),
+			attribute.Int("messaging.batch.message_count", len(batch)))
+		tps = link(span, batch)
+	}
 	mt.BatchSize.Observe(float64(len(batch)))
 	recs := make([]store.Record, len(batch))
 	for i, m := range batch {
@@ -398,7 +425,9 @@ func (c *consumer) process(ctx context.Context, p *partition, batch []*kafka.Mes
 			Value:     m.Value,
 		}
 	}
-	res, err := c.saver.Save(ctx, recs)
+	sctx, sspan := c.trace.Start(ctx, "store")
+	res, err := c.saver.Save(sctx, recs)
+	endSpan(sspan, err)
 	if err != nil {
 		return err
 	}
@@ -408,7 +437,14 @@ func (c *consumer) process(ctx context.Context, p *partition, batch []*kafka.Mes
 	mt.DeadLetters.Add(float64(res.DeadLetters))
 	mt.Duplicates.Add(float64(max(len(batch)-res.Inserted-res.DeadLetters, 0)))
 	c.cfg.Failpoint.Hit(FailAfterCommit)
-	if err := c.app.Append(ctx, res.Messages); err != nil {
+	bctx, bspan := c.trace.Start(ctx, "broadcast")
+	if ta, ok := c.app.(TracedAppender); ok && len(tps) > 0 {
+		err = ta.AppendTraced(bctx, res.Messages, tps)
+	} else {
+		err = c.app.Append(bctx, res.Messages)
+	}
+	endSpan(bspan, err)
+	if err != nil {
 		return err
 	}
 	mt.AppendSeconds.Observe(time.Since(saved).Seconds())
@@ -420,8 +456,43 @@ func (c *consumer) process(ctx context.Context, p *partition, batch []*kafka.Mes
 	p.next.Store(int64(next.Offset))
 	mt.BatchSeconds.Observe(time.Since(start).Seconds())
 	c.log.Debug("batch done", "partition", p.tp.Partition, "records", len(batch),
-		"inserted", res.Inserted, "dead_letters", res.DeadLetters, "next_offset", int64(next.Offset))
+		"inserted", res.Inserted, "dead_letters", res.DeadLetters, "next_offset", int64(next.Offset),
+		tracing.LogAttr(span))
 	return nil
+}
+
+// link adds to span a link to the span of each record's traceparent header
+// and returns the traceparents by message id, for the fan-out entries.
+func link(span trace.Span, batch []*kafka.Message) map[string]string {
+	tps := map[string]string{}
+	for _, m := range batch {
+		for _, h := range m.Headers {
+			if h.Key != tracing.TraceparentKey {
+				continue
+			}
+			sc := tracing.SpanContext(string(h.Value))
+			if !sc.IsValid() {
+				break
+			}
+			span.AddLink(trace.Link{SpanContext: sc})
+			var v struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(m.Value, &v) == nil && v.ID != "" {
+				tps[v.ID] = string(h.Value)
+			}
+			break
+		}
+	}
+	return tps
+}
+
+// endSpan ends span, marking it failed when err is not nil.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
 
 // lagInterval is how often the poll loop updates the lag metric.
