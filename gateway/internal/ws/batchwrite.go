@@ -1,0 +1,102 @@
+package ws
+
+import (
+	"encoding/binary"
+	"sync"
+	"time"
+)
+
+// Coalesced writes. The writer drains every frame already queued for its
+// connection when it wakes up and writes them with one write to the socket
+// instead of one per frame. Frames are built here (server frames are never
+// masked and compression is off): a FIN text frame header, then the
+// payload. A single Write on a net.Conn is never interleaved with another
+// one, so control frames the websocket library writes from the reader
+// goroutine (pong, close reply) still land between whole frames.
+
+const (
+	// maxBatchFrames and maxBatchBytes bound one coalesced write.
+	maxBatchFrames = 128
+	maxBatchBytes  = 64 << 10
+)
+
+// batchBufs recycles write buffers, so an idle connection holds none.
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// appendTextFrame appends payload as one final, unmasked text frame.
+func appendTextFrame(b, payload []byte) []byte {
+	n := len(payload)
+	b = append(b, 0x81) // FIN, text
+	switch {
+	case n < 126:
+		b = append(b, byte(n))
+	case n <= 0xFFFF:
+		b = append(b, 126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
+}
+
+// batch collects the frames of one writer wakeup.
+type batch struct {
+	c      *conn
+	buf    *[]byte
+	frames int
+	// born are the accept times of the message frames in buf, observed as
+	// delivered once the write succeeds.
+	born []int64
+}
+
+func (c *conn) newBatch() *batch {
+	return &batch{c: c, buf: batchBufs.Get().(*[]byte)}
+}
+
+// add appends one frame.
+func (b *batch) add(data []byte, born int64) {
+	*b.buf = appendTextFrame(*b.buf, data)
+	b.frames++
+	if born != 0 {
+		b.born = append(b.born, born)
+	}
+}
+
+// full reports whether the batch should be written before taking more.
+func (b *batch) full() bool {
+	return b.frames >= maxBatchFrames || len(*b.buf) >= maxBatchBytes
+}
+
+// flush writes what the batch holds with one write.
+func (b *batch) flush() error {
+	if b.frames == 0 {
+		return nil
+	}
+	c := b.c
+	nc := c.ws.NetConn()
+	_ = nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	_, err := nc.Write(*b.buf)
+	*b.buf = (*b.buf)[:0]
+	n := b.frames
+	b.frames = 0
+	if err != nil {
+		b.born = b.born[:0]
+		return err
+	}
+	c.srv.m.FramesOut.Add(float64(n))
+	for _, born := range b.born {
+		c.srv.m.DeliveryLatency.Observe(max(time.Since(time.Unix(0, born)), 0).Seconds())
+	}
+	b.born = b.born[:0]
+	return nil
+}
+
+// release returns the buffer to the pool (large ones are dropped).
+func (b *batch) release() {
+	if cap(*b.buf) <= 2*maxBatchBytes {
+		*b.buf = (*b.buf)[:0]
+		batchBufs.Put(b.buf)
+	}
+	b.buf = nil
+}
