@@ -39,6 +39,11 @@ type Config struct {
 	WorkerID string `env:"WORKER_ID"`
 	// Group is the consumer group all workers share.
 	Group string `env:"KAFKA_GROUP" envDefault:"rooms-workers"`
+	// SessionTimeout is how long the group waits for a worker that stopped
+	// heartbeating (killed, frozen) before its partitions move on. Lower
+	// means faster recovery from a crash; too low means needless
+	// rebalances when a worker is briefly starved of CPU.
+	SessionTimeout time.Duration `env:"KAFKA_SESSION_TIMEOUT" envDefault:"10s"`
 	// BatchSize is the most records per partition batch.
 	BatchSize int `env:"BATCH_SIZE" envDefault:"500"`
 	// BatchLinger is how long a batch waits for more records.
@@ -180,6 +185,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		RevokeTimeout: min(cfg.Timeout, time.Minute),
 		Failpoint:     fp,
 		Metrics:       mt,
+		Extra:         kafka.ConfigMap{"session.timeout.ms": int(cfg.SessionTimeout.Milliseconds())},
 		Tracer:        tp,
 	}, st, bc, log)
 	if err != nil {
