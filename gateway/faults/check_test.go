@@ -519,7 +519,7 @@ func (s *stack) waitCommitted(t *testing.T, timeout time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		ends, err := adm.ListEndOffsets(ctx, s.topic)
-		if err != nil {
+		if err != nil || ends.Error() != nil || len(ends[s.topic]) == 0 {
 			return false
 		}
 		offs, err := adm.FetchOffsets(ctx, s.group)

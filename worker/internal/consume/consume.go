@@ -205,13 +205,29 @@ func Run(ctx context.Context, cfg Config, saver Saver, app Appender, log *slog.L
 	// nothing left to wait for).
 	c.stopAll(c.cfg.DrainTimeout)
 	c.commit()
-	if err := kc.Close(); err != nil {
-		log.Warn("close consumer", "err", err)
+	// Close leaves the group. While a join is still in progress (a SIGTERM
+	// right after start, during a rebalance) librdkafka's Close can wait
+	// for the whole rebalance timeout; past closeTimeout the worker stops
+	// without it and the group notices the member gone after the session
+	// timeout. Offsets were committed above, so nothing is lost.
+	closed := make(chan error, 1)
+	go func() { closed <- kc.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			log.Warn("close consumer", "err", err)
+		}
+	case <-time.After(closeTimeout):
+		log.Warn("consumer close did not finish; leaving the group to the session timeout", "waited", closeTimeout.String())
 	}
 	c.wg.Wait()
 	log.Info("consumer stopped")
 	return runErr
 }
+
+// closeTimeout bounds how long shutdown waits for the consumer to leave
+// the group.
+const closeTimeout = 5 * time.Second
 
 // rebalance handles assignments and revocations (eager protocol).
 func (c *consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
