@@ -64,7 +64,7 @@ type Config struct {
 	SendBurst int `env:"SEND_BURST" envDefault:"40"`
 	// KafkaLinger is the producer's linger (at most a few ms: it is added
 	// to every message's latency).
-	KafkaLinger time.Duration `env:"KAFKA_LINGER" envDefault:"2ms"`
+	KafkaLinger time.Duration `env:"KAFKA_LINGER" envDefault:"5ms"`
 	// KafkaMessageTimeout bounds how long a message waits for Kafka before
 	// its sender gets error "unavailable" (outcome unknown).
 	KafkaMessageTimeout time.Duration `env:"KAFKA_MESSAGE_TIMEOUT" envDefault:"30s"`

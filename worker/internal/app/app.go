@@ -44,10 +44,19 @@ type Config struct {
 	// means faster recovery from a crash; too low means needless
 	// rebalances when a worker is briefly starved of CPU.
 	SessionTimeout time.Duration `env:"KAFKA_SESSION_TIMEOUT" envDefault:"10s"`
+	// FetchWait is the longest a fetch waits on the broker for more data
+	// (librdkafka fetch.wait.max.ms; the fetch asks for 1 MiB, so under load
+	// records arrive in chunks this far apart rather than one fetch per
+	// produce request). It bounds the latency it adds.
+	FetchWait time.Duration `env:"KAFKA_FETCH_WAIT" envDefault:"10ms"`
 	// BatchSize is the most records per partition batch.
 	BatchSize int `env:"BATCH_SIZE" envDefault:"500"`
 	// BatchLinger is how long a batch waits for more records.
-	BatchLinger time.Duration `env:"BATCH_LINGER" envDefault:"5ms"`
+	BatchLinger time.Duration `env:"BATCH_LINGER" envDefault:"1ms"`
+	// TxInterval is the shortest time between the starts of two of the
+	// worker's transactions: the batches of its partitions that arrive
+	// meanwhile share the next one (store.Combiner).
+	TxInterval time.Duration `env:"TX_INTERVAL" envDefault:"10ms"`
 	// MaxAttempts is how many failed tries of a batch (transient errors
 	// aside) come before its records are tried one by one and dead-lettered.
 	MaxAttempts int `env:"MAX_ATTEMPTS" envDefault:"5"`
@@ -92,6 +101,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if cfg.MaxConns > 0 {
 		pgCfg.MaxConns = cfg.MaxConns
 	}
+	store.TunePool(pgCfg)
 	// The pool connects lazily: a database that is down at start delays
 	// the first batch (which retries) instead of failing the process.
 	pool, err := pgxpool.NewWithConfig(ctx, pgCfg)
@@ -185,9 +195,13 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		RevokeTimeout: min(cfg.Timeout, time.Minute),
 		Failpoint:     fp,
 		Metrics:       mt,
-		Extra:         kafka.ConfigMap{"session.timeout.ms": int(cfg.SessionTimeout.Milliseconds())},
+		Extra: kafka.ConfigMap{
+			"session.timeout.ms": int(cfg.SessionTimeout.Milliseconds()),
+			"fetch.wait.max.ms":  max(int(cfg.FetchWait.Milliseconds()), 1),
+			"fetch.min.bytes":    1 << 20,
+		},
 		Tracer:        tp,
-	}, st, bc, log)
+	}, store.NewCombiner(st, 4*max(cfg.BatchSize, 1), cfg.TxInterval), bc, log)
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}

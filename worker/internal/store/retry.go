@@ -38,6 +38,7 @@ func (s *Store) Save(ctx context.Context, recs []Record) (Result, error) {
 		transient := Transient(err)
 		if !transient {
 			failures++
+			s.forgetUsers()
 		}
 		if s.opts.OnRetry != nil {
 			s.opts.OnRetry(err, transient, try)
@@ -110,7 +111,7 @@ func (s *Store) deadLetter(ctx context.Context, rec Record, reason string, attem
 		return Result{}, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	if err := insertDeadLetters(ctx, tx, []deadLetter{{rec, reason, attempts}}); err != nil {
+	if err := insertDeadLetters(ctx, tx, []deadLetter{{rec: rec, reason: reason, attempts: attempts}}); err != nil {
 		return Result{}, err
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -13,8 +13,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -60,6 +62,48 @@ type Options struct {
 type Store struct {
 	pool *pgxpool.Pool
 	opts Options
+
+	// known holds users seen to exist, so that a batch of known senders
+	// skips the users look-up (users are never deleted by the service; an
+	// operator's delete surfaces as a failing batch, which clears it).
+	mu    sync.Mutex
+	known map[int64]struct{}
+}
+
+// maxKnownUsers bounds Store.known; it is emptied when full.
+const maxKnownUsers = 200_000
+
+// unknownUsers returns the batch's users not known to exist, sorted.
+func (s *Store) unknownUsers(users map[int64]bool) []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int64
+	for u := range users {
+		if _, ok := s.known[u]; !ok {
+			out = append(out, u)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+func (s *Store) rememberUsers(found map[int64]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.known == nil || len(s.known)+len(found) > maxKnownUsers {
+		s.known = make(map[int64]struct{}, len(found))
+	}
+	for u := range found {
+		s.known[u] = struct{}{}
+	}
+}
+
+// forgetUsers empties the cache of known users (after a failed batch, in
+// case a user it relied on was deleted).
+func (s *Store) forgetUsers() {
+	s.mu.Lock()
+	s.known = nil
+	s.mu.Unlock()
 }
 
 // New returns a Store writing through pool.
@@ -93,6 +137,7 @@ type Result struct {
 
 // candidate is a record that decoded and validated.
 type candidate struct {
+	idx      int // index of rec in the batch
 	rec      Record
 	msg      message.Message
 	roomID   int64
@@ -103,6 +148,7 @@ type candidate struct {
 }
 
 type deadLetter struct {
+	idx      int // index of rec in the batch
 	rec      Record
 	reason   string
 	attempts int
@@ -114,9 +160,8 @@ type permanentError struct{ reason string }
 func (e *permanentError) Error() string { return e.reason }
 
 // decode turns a record into a candidate or says why it can never be stored.
-func (s *Store) decode(rec Record) (candidate, error) {
-	var c candidate
-	c.rec = rec
+func (s *Store) decode(idx int, rec Record) (candidate, error) {
+	c := candidate{idx: idx, rec: rec}
 	if err := json.Unmarshal(rec.Value, &c.msg); err != nil {
 		return c, &permanentError{"decode value: " + err.Error()}
 	}
@@ -164,15 +209,34 @@ type seqKey struct{ roomID, seq int64 }
 // write stores one batch in one transaction. attempts is recorded on the
 // dead letters it writes.
 func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result, error) {
-	var res Result
+	w, err := s.writeTagged(ctx, recs, attempts)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Messages: w.msgs, Inserted: len(w.inserted), DeadLetters: len(w.dead)}, nil
+}
+
+// written is what writeTagged stored, each part tagged with the index of
+// the record it answers in the batch.
+type written struct {
+	msgs     []message.Message // ordered by room, then seq
+	owners   []int             // owners[i]: the record msgs[i] answers
+	inserted []int             // records inserted as new rows
+	dead     []int             // records written to dead_letters
+}
+
+// writeTagged is write, telling which record each stored message, insert
+// and dead letter belongs to (so a combined batch can be split again).
+func (s *Store) writeTagged(ctx context.Context, recs []Record, attempts int) (written, error) {
+	var res written
 	var dead []deadLetter
 	// lastSeq is each batch room's last_seq, read under its row lock.
 	lastSeq := map[int64]int64{}
 	var cands []candidate
-	for _, rec := range recs {
-		c, err := s.decode(rec)
+	for i, rec := range recs {
+		c, err := s.decode(i, rec)
 		if err != nil {
-			dead = append(dead, deadLetter{rec, err.Error(), attempts})
+			dead = append(dead, deadLetter{i, rec, err.Error(), attempts})
 			continue
 		}
 		cands = append(cands, c)
@@ -200,14 +264,27 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 			roomSet[c.roomID] = true
 		}
 		b := &pgx.Batch{}
-		b.Queue(`SELECT id FROM users WHERE id = ANY($1)`, keys(userSet))
+		unknown := s.unknownUsers(userSet)
+		if len(unknown) > 0 {
+			b.Queue(`SELECT id FROM users WHERE id = ANY($1)`, unknown)
+		}
 		b.Queue(`SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE`, keys(roomSet))
 		queueExisting(b, cands)
 		br := tx.SendBatch(ctx, b)
-		knownUsers, err := readIDs(br)
-		if err != nil {
-			_ = br.Close()
-			return res, fmt.Errorf("check users: %w", err)
+		knownUsers := map[int64]bool{}
+		if len(unknown) > 0 {
+			found, err := readIDs(br)
+			if err != nil {
+				_ = br.Close()
+				return res, fmt.Errorf("check users: %w", err)
+			}
+			s.rememberUsers(found)
+			knownUsers = found
+		}
+		for u := range userSet {
+			if !slices.Contains(unknown, u) {
+				knownUsers[u] = true
+			}
 		}
 		rows, err := br.Query()
 		if err != nil {
@@ -231,9 +308,9 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 		for _, c := range cands {
 			switch {
 			case !knownUsers[c.userID]:
-				dead = append(dead, deadLetter{c.rec, fmt.Sprintf("unknown user %d", c.userID), attempts})
+				dead = append(dead, deadLetter{c.idx, c.rec, fmt.Sprintf("unknown user %d", c.userID), attempts})
 			case !hasKey(lastSeq, c.roomID):
-				dead = append(dead, deadLetter{c.rec, fmt.Sprintf("unknown room %d", c.roomID), attempts})
+				dead = append(dead, deadLetter{c.idx, c.rec, fmt.Sprintf("unknown room %d", c.roomID), attempts})
 			default:
 				kept = append(kept, c)
 			}
@@ -245,25 +322,27 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 	// duplicate (of a stored row or of an earlier record of the batch)
 	// resolves to that row.
 	var out []message.Message
+	var owners []int
 	var newRows rowColumns
 	seen := map[seqKey]bool{}
 	roomSeq := lastSeq
 	advanced := map[int64]bool{}
-	emit := func(m message.Message) {
+	emit := func(idx int, m message.Message) {
 		k := seqKey{mustInt(m.RoomID), m.Seq}
 		if !seen[k] {
 			seen[k] = true
 			out = append(out, m)
+			owners = append(owners, idx)
 		}
 	}
 	for _, c := range cands {
 		if m, ok := byID[c.id.Bytes]; ok {
-			emit(m)
+			emit(c.idx, m)
 			continue
 		}
 		if c.clientID != nil {
 			if m, ok := byClient[clientKey{c.roomID, c.userID, *c.clientID}]; ok {
-				emit(m)
+				emit(c.idx, m)
 				continue
 			}
 		}
@@ -278,7 +357,8 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 			byClient[clientKey{c.roomID, c.userID, *c.clientID}] = m
 		}
 		newRows.add(c, m.Seq)
-		emit(m)
+		res.inserted = append(res.inserted, c.idx)
+		emit(c.idx, m)
 	}
 
 	if len(newRows.seqs) > 0 {
@@ -303,7 +383,10 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 			_ = br.Close()
 			return res, fmt.Errorf("insert %d messages: %w", len(newRows.seqs), err)
 		}
-		res.Inserted = int(tag.RowsAffected())
+		if n := tag.RowsAffected(); n != int64(len(newRows.seqs)) {
+			_ = br.Close()
+			return res, fmt.Errorf("insert %d messages: %d rows inserted", len(newRows.seqs), n)
+		}
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
 			return res, fmt.Errorf("advance last_seq: %w", err)
@@ -328,9 +411,25 @@ func (s *Store) write(ctx context.Context, recs []Record, attempts int) (Result,
 	if s.opts.OnCommit != nil {
 		s.opts.OnCommit(time.Since(commitStart))
 	}
-	sortMessages(out)
-	res.Messages = out
-	res.DeadLetters = len(dead)
+	order := make([]int, len(out))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(i, j int) bool {
+		a, b := out[order[i]], out[order[j]]
+		if ra, rb := mustInt(a.RoomID), mustInt(b.RoomID); ra != rb {
+			return ra < rb
+		}
+		return a.Seq < b.Seq
+	})
+	res.msgs = make([]message.Message, len(out))
+	res.owners = make([]int, len(out))
+	for i, o := range order {
+		res.msgs[i], res.owners[i] = out[o], owners[o]
+	}
+	for _, d := range dead {
+		res.dead = append(res.dead, d.idx)
+	}
 	return res, nil
 }
 

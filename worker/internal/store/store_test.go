@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -396,5 +397,35 @@ func TestSaveFallsBackToOneByOne(t *testing.T) {
 	}
 	if attempts != 4 {
 		t.Fatalf("attempts %d, want 4", attempts)
+	}
+}
+
+// TestDeletedUserAfterCaching: the store remembers users it has seen; a
+// user deleted afterwards (by an operator, with their messages' room) must
+// not wedge the partition: the record is dead-lettered as an unknown user.
+func TestDeletedUserAfterCaching(t *testing.T) {
+	f := newFixture(t, 2, 2)
+	ctx := context.Background()
+	s := store.New(f.pool, store.Options{MaxAttempts: 2, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	if _, err := s.Save(ctx, []store.Record{f.rec(t, newUUID(), f.rooms[0], f.users[1], "hello", "")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, `DELETE FROM rooms WHERE id = $1`, f.rooms[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, `DELETE FROM users WHERE id = $1`, f.users[1]); err != nil {
+		t.Fatal(err)
+	}
+	gone := f.rec(t, newUUID(), f.rooms[1], f.users[1], "from a deleted user", "")
+	fine := f.rec(t, newUUID(), f.rooms[1], f.users[0], "still here", "")
+	res, err := s.Save(ctx, []store.Record{gone, fine})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Inserted != 1 || res.DeadLetters != 1 {
+		t.Fatalf("inserted %d and dead-lettered %d, want 1 and 1", res.Inserted, res.DeadLetters)
+	}
+	if d := f.deadLetters(t); !strings.Contains(d[gone.Offset], "user") {
+		t.Errorf("dead letter of the deleted user's record: %q", d[gone.Offset])
 	}
 }
