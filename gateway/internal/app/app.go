@@ -161,7 +161,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		SendLimit:       sendLimit,
 		MaxConns:        cfg.WSMaxConns,
 		MaxConnsPerUser: cfg.WSMaxConnsPerUser,
-	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: a.Limiter, Producer: a.Producer, Redis: a.Redis, Metrics: a.Metrics, Tracer: a.Tracing}, log)
+	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: ratelimit.NewLeased(a.Limiter, time.Second), Producer: a.Producer, Redis: a.Redis, Metrics: a.Metrics, Tracer: a.Tracing}, log)
 	a.Background("websocket", a.WS.Run)
 	a.OnShutdown("websocket drain", a.WS.Drain)
 	a.OnShutdown("kafka producer flush", a.Producer.Close)

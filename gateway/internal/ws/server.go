@@ -57,7 +57,8 @@ type Store interface {
 	LatestMessages(ctx context.Context, roomID int64, limit int) ([]message.Message, error)
 }
 
-// Limiter is the rate limiter shared by every gateway.
+// Limiter is the per-user send rate limiter shared by every gateway
+// (ratelimit.Leased in production: it is asked once per message).
 type Limiter interface {
 	Allow(ctx context.Context, key string, limit ratelimit.Limit) (ok bool, retryAfter time.Duration, err error)
 }

@@ -12,6 +12,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -225,9 +226,34 @@ type written struct {
 	dead     []int             // records written to dead_letters
 }
 
+// errStoredBefore says that an optimistic write met rows stored before:
+// the batch must be written again with the look-up of stored duplicates.
+var errStoredBefore = errors.New("the batch repeats stored messages")
+
 // writeTagged is write, telling which record each stored message, insert
 // and dead letter belongs to (so a combined batch can be split again).
+//
+// A first try is optimistic: it assumes no record repeats a stored message
+// and skips the look-up of stored duplicates, inserting with ON CONFLICT DO
+// NOTHING. When every row went in, that was right and the batch commits. A
+// row that did not go in repeats a stored message: the transaction is
+// rolled back (its seqs are not used) and the batch is written again with
+// the look-up. Repeats are rare (a redelivery after a crash or rebalance, a
+// client resending): the common batch saves a query and two index searches
+// per record.
 func (s *Store) writeTagged(ctx context.Context, recs []Record, attempts int) (written, error) {
+	if attempts <= 1 {
+		res, err := s.writeOnce(ctx, recs, attempts, false)
+		if !errors.Is(err, errStoredBefore) {
+			return res, err
+		}
+	}
+	return s.writeOnce(ctx, recs, attempts, true)
+}
+
+// writeOnce is one transaction of writeTagged, with or without the look-up
+// of stored duplicates.
+func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, lookup bool) (written, error) {
 	var res written
 	var dead []deadLetter
 	// lastSeq is each batch room's last_seq, read under its row lock.
@@ -269,7 +295,9 @@ func (s *Store) writeTagged(ctx context.Context, recs []Record, attempts int) (w
 			b.Queue(`SELECT id FROM users WHERE id = ANY($1)`, unknown)
 		}
 		b.Queue(`SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE`, keys(roomSet))
-		queueExisting(b, cands)
+		if lookup {
+			queueExisting(b, cands)
+		}
 		br := tx.SendBatch(ctx, b)
 		knownUsers := map[int64]bool{}
 		if len(unknown) > 0 {
@@ -296,9 +324,11 @@ func (s *Store) writeTagged(ctx context.Context, recs []Record, attempts int) (w
 			_ = br.Close()
 			return res, fmt.Errorf("lock rooms: %w", err)
 		}
-		if err := readExisting(br, byID, byClient); err != nil {
-			_ = br.Close()
-			return res, err
+		if lookup {
+			if err := readExisting(br, byID, byClient); err != nil {
+				_ = br.Close()
+				return res, err
+			}
 		}
 		if err := br.Close(); err != nil {
 			return res, fmt.Errorf("read batch state: %w", err)
@@ -371,8 +401,12 @@ func (s *Store) writeTagged(ctx context.Context, recs []Record, attempts int) (w
 		}
 		// One round trip for both writes.
 		b := &pgx.Batch{}
-		b.Queue(`INSERT INTO messages (room_id, seq, id, user_id, nickname, content, client_msg_id, time_created)
-			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])`,
+		insert := `INSERT INTO messages (room_id, seq, id, user_id, nickname, content, client_msg_id, time_created)
+			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])`
+		if !lookup {
+			insert += ` ON CONFLICT DO NOTHING`
+		}
+		b.Queue(insert,
 			newRows.rooms, newRows.seqs, newRows.ids, newRows.users, newRows.nicknames, newRows.contents, newRows.clientIDs, newRows.created)
 		b.Queue(`UPDATE rooms r SET last_seq = u.last_seq
 			FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_seq)
@@ -385,6 +419,9 @@ func (s *Store) writeTagged(ctx context.Context, recs []Record, attempts int) (w
 		}
 		if n := tag.RowsAffected(); n != int64(len(newRows.seqs)) {
 			_ = br.Close()
+			if !lookup {
+				return res, errStoredBefore
+			}
 			return res, fmt.Errorf("insert %d messages: %d rows inserted", len(newRows.seqs), n)
 		}
 		if _, err := br.Exec(); err != nil {
