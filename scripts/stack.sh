@@ -96,6 +96,15 @@ load_env() {
 	if [[ -f $RUN/secret.env ]]; then . "$RUN/secret.env"; fi
 	set +a
 	for name in "${!keep[@]}"; do export "$name=${keep[$name]}"; done
+	# The stack runs five Go processes (two gateways, two workers, the
+	# broker) beside PostgreSQL, Redis and nginx on one machine. Go sizes each
+	# one for every core, and on a small machine their idle threads spinning
+	# for work cost more than they give (about a tenth of the stack's CPU on
+	# two cores, docs/performance.md). Unless GOMAXPROCS is set, each process
+	# gets a quarter of the cores (at least one).
+	if [[ -z ${GOMAXPROCS:-} ]]; then
+		export GOMAXPROCS=$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))
+	fi
 	# Relative data paths are relative to the repository, wherever we run from.
 	if [[ ${DEVBROKER_DATA_DIR:-} != /* ]]; then
 		export DEVBROKER_DATA_DIR="$ROOT/${DEVBROKER_DATA_DIR:-.run/kafka}"
