@@ -113,9 +113,15 @@ func New(o Options) (*Server, error) {
 		// Room for long Authorization headers, so an oversized token is
 		// answered 401 by the token check rather than 431.
 		ReadBufferSize: 16 << 10,
-		ReadTimeout:    o.ReadTimeout,
-		IdleTimeout:    o.IdleTimeout,
-		ErrorHandler:   errorHandler(o.Logger),
+		// Hand the read buffer back once a request is read, rather than
+		// keep it for the connection's life: a WebSocket takes over its
+		// connection after the upgrade request and otherwise holds those
+		// 16 KiB as long as it is open, which would be most of an idle
+		// socket's memory.
+		ReduceMemoryUsage: true,
+		ReadTimeout:       o.ReadTimeout,
+		IdleTimeout:       o.IdleTimeout,
+		ErrorHandler:      errorHandler(o.Logger),
 	})
 	s.app.Use(recover.New(recover.Config{
 		EnableStackTrace: true,
@@ -190,6 +196,9 @@ func (s *Server) App() *fiber.App { return s.app }
 
 // Serve serves HTTP on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	if t := s.app.Config().ReadTimeout; t > 0 {
+		ln = firstByteDeadline{Listener: ln, timeout: t}
+	}
 	if err := s.app.Listener(ln); err != nil {
 		return fmt.Errorf("serve http: %w", err)
 	}
@@ -366,4 +375,29 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 		}
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+// firstByteDeadline gives every accepted connection a read deadline of
+// the read timeout. With ReduceMemoryUsage fasthttp waits for a new
+// connection's first byte with no deadline (it sets the read timeout once a
+// request starts), so without this a client that connects and sends nothing
+// would hold its connection forever; the first request's own deadline
+// replaces this one.
+type firstByteDeadline struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l firstByteDeadline) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if err := c.SetReadDeadline(time.Now().Add(l.timeout)); err != nil {
+			_ = c.Close() // already gone; take the next one
+			continue
+		}
+		return c, nil
+	}
 }

@@ -55,7 +55,7 @@ type conn struct {
 	v2     bool
 	logger *slog.Logger
 
-	queue chan frame
+	queue *frameQueue
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed by close
@@ -75,9 +75,7 @@ type conn struct {
 // enqueue queues f without ever blocking: a full queue means the client is
 // too slow and it is closed with 4008.
 func (c *conn) enqueue(f frame) {
-	select {
-	case c.queue <- f:
-	default:
+	if !c.queue.push(f) {
 		c.close(CloseTooSlow, "too slow")
 	}
 }
@@ -119,7 +117,7 @@ func (s *Server) serve(ws *websocket.Conn) {
 	c := &conn{
 		srv: s, ws: ws, id: uuid.NewString(), roomID: sess.roomID, claims: sess.claims,
 		userID: strconv.FormatInt(sess.claims.UserID, 10), v2: ws.Subprotocol() == Subprotocol,
-		queue: make(chan frame, s.cfg.SendQueue), closing: make(chan struct{}),
+		queue: newFrameQueue(s.cfg.SendQueue), closing: make(chan struct{}),
 		readerDone: make(chan struct{}), done: make(chan struct{}),
 	}
 	c.logger = s.logger.With("conn_id", c.id, "room_id", c.roomID, "user_id", c.userID, "v2", c.v2)
@@ -265,8 +263,8 @@ func (c *conn) writeLoop(initial [][]byte, last int64) {
 		case <-c.closing:
 			c.writeClose()
 			return
-		case f := <-c.queue:
-			if err := c.writeQueued(f); err != nil {
+		case <-c.queue.ready:
+			if err := c.writeQueued(); err != nil {
 				c.close(0, "")
 				c.logger.Debug("websocket write failed", "error", err)
 			}
@@ -302,22 +300,28 @@ func (c *conn) writeInitial(initial [][]byte) error {
 	return b.flush()
 }
 
-// writeQueued writes f and every frame queued behind it (up to a batch's
-// bounds) with one socket write, skipping message frames the connection
+// writeQueued writes every queued frame, coalesced into as few socket
+// writes as a batch's bounds allow, skipping message frames the connection
 // already has and first repairing a gap before a later one from
 // PostgreSQL, so that each seq reaches the client once and in order.
-func (c *conn) writeQueued(f frame) error {
+func (c *conn) writeQueued() error {
 	b := c.newBatch()
 	defer b.release()
 	for {
-		if !c.addFrame(b, f) {
-			// A gap could not be repaired: the connection is closing;
-			// what came before the gap still goes out.
+		fs := c.queue.take()
+		if len(fs) == 0 {
 			return b.flush()
 		}
-		if b.full() {
-			if err := b.flush(); err != nil {
-				return err
+		for _, f := range fs {
+			if !c.addFrame(b, f) {
+				// A gap could not be repaired: the connection is closing;
+				// what came before the gap still goes out.
+				return b.flush()
+			}
+			if b.full() {
+				if err := b.flush(); err != nil {
+					return err
+				}
 			}
 		}
 		select {
@@ -325,12 +329,6 @@ func (c *conn) writeQueued(f frame) error {
 			return b.flush()
 		default:
 		}
-		select {
-		case f = <-c.queue:
-			continue
-		default:
-		}
-		return b.flush()
 	}
 }
 

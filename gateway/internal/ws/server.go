@@ -209,8 +209,15 @@ func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 	s.hub.tracker = s.reader
 	s.handler = websocket.New(s.serve, websocket.Config{
 		Subprotocols:    []string{Subprotocol},
-		ReadBufferSize:  4096,
+		// Client frames are small chat messages; a larger frame is read
+		// past the buffer (bufio reads big reads directly). Every open
+		// socket holds this buffer.
+		ReadBufferSize:  1024,
 		WriteBufferSize: 4096,
+		// Frames the library writes (the first frames, pings, close
+		// frames) borrow a pooled buffer, so an idle connection holds none;
+		// deliveries are written by the connection's batch (batchwrite.go).
+		WriteBufferPool: &writeBuffers,
 		// A panic in the connection's handler goroutine outside the reader
 		// loop (which recovers by itself) ends only that connection, with
 		// 1011; Fiber's recover middleware does not cover hijacked
@@ -379,6 +386,9 @@ func (s *Server) Upgrade() fiber.Handler {
 		return err
 	}
 }
+
+// writeBuffers is the pool the websocket library borrows write buffers from.
+var writeBuffers sync.Pool
 
 func (s *Server) originAllowed(origin string) bool {
 	for _, o := range s.cfg.AllowedOrigins {
