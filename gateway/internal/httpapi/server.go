@@ -238,12 +238,39 @@ func (s *Server) logRequests(c *fiber.Ctx) error {
 	if r := c.Route(); r != nil && r.Method != "USE" {
 		route = r.Path
 	}
-	s.o.Metrics.Request(c.Method(), route, status, d)
+	s.o.Metrics.Request(methodLabel(c.Method()), route, status, d)
 	if s.log.Enabled(c.UserContext(), slog.LevelDebug) {
 		s.log.Debug("request", "method", c.Method(), "path", c.Path(), "status", status,
 			"duration_ms", d.Milliseconds(), "ip", s.ClientIP(c), "request_id", RequestID(c))
 	}
 	return err
+}
+
+// methodLabel is the metrics label of an HTTP method: a constant string,
+// never the request's own bytes. Fiber's c.Method() points into the
+// connection's request buffer, which the next request on it (or, with
+// ReduceMemoryUsage, another connection) overwrites, and a label value is
+// kept for the life of the process: a POST's label once turned into "GETT".
+// Unknown methods share one label, so a client cannot mint label values.
+func methodLabel(m string) string {
+	switch m {
+	case fiber.MethodGet:
+		return fiber.MethodGet
+	case fiber.MethodHead:
+		return fiber.MethodHead
+	case fiber.MethodPost:
+		return fiber.MethodPost
+	case fiber.MethodPut:
+		return fiber.MethodPut
+	case fiber.MethodPatch:
+		return fiber.MethodPatch
+	case fiber.MethodDelete:
+		return fiber.MethodDelete
+	case fiber.MethodOptions:
+		return fiber.MethodOptions
+	default:
+		return "OTHER"
+	}
 }
 
 const requestIDKey = "rooms.request_id"
