@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"rooms/worker/internal/store"
 )
 
@@ -23,13 +25,7 @@ func TestCombinerSplitsOneTransactionBetweenCallers(t *testing.T) {
 	c := store.NewCombiner(s, 0, 0)
 
 	// Hold room 0's row lock so the first round waits on it.
-	lock, err := f.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := lock.Exec(ctx, `SELECT 1 FROM rooms WHERE id = $1 FOR UPDATE`, f.rooms[0]); err != nil {
-		t.Fatal(err)
-	}
+	lock := f.lockRoom(t, f.rooms[0])
 
 	type outcome struct {
 		res store.Result
@@ -54,11 +50,7 @@ func TestCombinerSplitsOneTransactionBetweenCallers(t *testing.T) {
 	}
 	wg.Add(1)
 	go save(0, batch(f.rooms[0], 2, false))
-	waitFor(t, "the first round to wait on the room lock", func() bool {
-		var n int
-		_ = f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n)
-		return n > 0
-	})
+	f.waitForLockWait(t)
 	// A poison record among them is dead-lettered by the combined write.
 	poison := f.raw([]byte("x"), []byte("not json"))
 	for i := 1; i < 5; i++ {
@@ -117,25 +109,11 @@ func TestCombinerSplitsOneTransactionBetweenCallers(t *testing.T) {
 func TestCombinerFallsBackToEachCaller(t *testing.T) {
 	f := newFixture(t, 1, 3)
 	ctx := context.Background()
-	if _, err := f.pool.Exec(ctx, `
-		CREATE FUNCTION reject_boom() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.content = 'boom' THEN RAISE EXCEPTION 'boom rejected'; END IF;
-			RETURN NEW;
-		END $$;
-		CREATE TRIGGER reject_boom BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION reject_boom();`); err != nil {
-		t.Fatal(err)
-	}
+	f.rejectBoom(t)
 	s := store.New(f.pool, store.Options{MaxAttempts: 2, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	c := store.NewCombiner(s, 0, 0)
 
-	lock, err := f.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := lock.Exec(ctx, `SELECT 1 FROM rooms WHERE id = $1 FOR UPDATE`, f.rooms[0]); err != nil {
-		t.Fatal(err)
-	}
+	lock := f.lockRoom(t, f.rooms[0])
 	var wg sync.WaitGroup
 	results := make([]store.Result, 3)
 	errs := make([]error, 3)
@@ -147,11 +125,7 @@ func TestCombinerFallsBackToEachCaller(t *testing.T) {
 			results[i], errs[i] = c.Save(ctx, recs)
 		}()
 		if i == 0 {
-			waitFor(t, "the first round to wait on the room lock", func() bool {
-				var n int
-				_ = f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n)
-				return n > 0
-			})
+			f.waitForLockWait(t)
 		}
 	}
 	waitFor(t, "the other batches to queue", func() bool { return c.Queued() == 2 })
@@ -173,6 +147,33 @@ func TestCombinerFallsBackToEachCaller(t *testing.T) {
 	if d := f.deadLetters(t); len(d) != 1 {
 		t.Errorf("dead letters: %v, want the rejected record", d)
 	}
+}
+
+// lockRoom holds room's row lock in a transaction of its own until the
+// test rolls it back.
+func (f *fixture) lockRoom(t *testing.T, room int64) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM rooms WHERE id = $1 FOR UPDATE`, room); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+// waitForLockWait waits until a session of the test database waits on a
+// lock (a store transaction blocked by lockRoom).
+func (f *fixture) waitForLockWait(t *testing.T) {
+	t.Helper()
+	waitFor(t, "a transaction to wait on the room lock", func() bool {
+		var n int
+		_ = f.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n)
+		return n > 0
+	})
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

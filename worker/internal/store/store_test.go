@@ -125,6 +125,21 @@ func (f *fixture) deadLetters(t *testing.T) map[int64]string {
 	return out
 }
 
+// rejectBoom installs a trigger that rejects the content "boom": an error
+// that is not transient, so it counts as a failed attempt.
+func (f *fixture) rejectBoom(t *testing.T) {
+	t.Helper()
+	if _, err := f.pool.Exec(context.Background(), `
+		CREATE FUNCTION reject_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.content = 'boom' THEN RAISE EXCEPTION 'boom rejected'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER reject_boom BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION reject_boom();`); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func seqsOf(ms []message.Message) []string {
 	var out []string
 	for _, m := range ms {
@@ -347,17 +362,7 @@ func TestTransient(t *testing.T) {
 func TestSaveFallsBackToOneByOne(t *testing.T) {
 	f := newFixture(t, 1, 1)
 	ctx := context.Background()
-	// A trigger that rejects one content: an error that is not transient,
-	// so it counts as a failed attempt.
-	if _, err := f.pool.Exec(ctx, `
-		CREATE FUNCTION reject_boom() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.content = 'boom' THEN RAISE EXCEPTION 'boom rejected'; END IF;
-			RETURN NEW;
-		END $$;
-		CREATE TRIGGER reject_boom BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION reject_boom();`); err != nil {
-		t.Fatal(err)
-	}
+	f.rejectBoom(t)
 	var tries []bool
 	st := store.New(f.pool, store.Options{
 		MaxAttempts: 3,
