@@ -36,6 +36,15 @@ check() {
 	fi
 }
 
+# gofmt -l lists the files gofmt would change; any is a failure.
+gofmt_clean() {
+	local out
+	out=$("$(go env GOROOT)/bin/gofmt" -l gateway loadtest shared worker) || return
+	[[ -z $out ]] && return
+	printf 'gofmt would change:\n%s\n' "$out" >&2
+	return 1
+}
+check "gofmt -l" gofmt_clean
 check "go vet ${patterns[*]}" go vet "${patterns[@]}"
 check "staticcheck ${patterns[*]}" go tool staticcheck "${patterns[@]}"
 check "go test -race ${patterns[*]}" go test -race -count=1 -timeout "${TEST_TIMEOUT:-20m}" "${patterns[@]}"

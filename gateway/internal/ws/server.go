@@ -208,7 +208,7 @@ func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 	s.reader = fanout.New(deps.Redis, cfg.RedisPrefix, deps.Store, s.hub, logger, fanout.Options{Metrics: deps.Metrics.Fanout, Tracer: deps.Tracer})
 	s.hub.tracker = s.reader
 	s.handler = websocket.New(s.serve, websocket.Config{
-		Subprotocols:    []string{Subprotocol},
+		Subprotocols: []string{Subprotocol},
 		// Client frames are small chat messages; a larger frame is read
 		// past the buffer (bufio reads big reads directly). Every open
 		// socket holds this buffer.

@@ -200,7 +200,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			"fetch.wait.max.ms":  max(int(cfg.FetchWait.Milliseconds()), 1),
 			"fetch.min.bytes":    1 << 20,
 		},
-		Tracer:        tp,
+		Tracer: tp,
 	}, store.NewCombiner(st, 4*max(cfg.BatchSize, 1), cfg.TxInterval), bc, log)
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
