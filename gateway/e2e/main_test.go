@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,10 +39,8 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "gateway")
-	build := exec.Command("go", "build", "-o", binary, "rooms/gateway/cmd/gateway")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: build gateway:", err)
+	if err := testenv.BuildBinaries(dir, nil, "rooms/gateway/cmd/gateway"); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	return m.Run()
@@ -61,24 +58,6 @@ type gateway struct {
 	rdb    *redis.Client
 	prefix string
 	client *http.Client
-}
-
-// lockedBuffer collects the process output for failure reports.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // start runs the gateway binary on a free port against a fresh database and
@@ -107,7 +86,7 @@ func start(t *testing.T, env ...string) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var output lockedBuffer
+	var output testenv.Output
 	cmd.Stderr = &output
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start gateway: %v", err)

@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,13 +43,9 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	for _, pkg := range []string{"rooms/gateway/cmd/gateway", "rooms/worker/cmd/worker"} {
-		build := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(pkg)), pkg)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "hostile: build %s: %v\n", pkg, err)
-			return 1
-		}
+	if err := testenv.BuildBinaries(dir, nil, "rooms/gateway/cmd/gateway", "rooms/worker/cmd/worker"); err != nil {
+		fmt.Fprintln(os.Stderr, "hostile:", err)
+		return 1
 	}
 	return m.Run()
 }
@@ -60,24 +55,6 @@ const testSecret = "hostile-test-secret-hostile-test-secret-0123"
 
 // allowedOrigin is the one Origin the gateways under test accept.
 const allowedOrigin = "http://app.example"
-
-// lockedBuffer collects a process's output for failure reports.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // stack is one gateway process, and a worker process when asked for, on a
 // fresh database, Redis prefix and topic.
@@ -143,7 +120,7 @@ func run(t *testing.T, name string, env []string, listens bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var output lockedBuffer
+	var output testenv.Output
 	cmd.Stderr = &output
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)

@@ -56,44 +56,24 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	gatewayBin = filepath.Join(dir, "gateway")
-	build := exec.Command("go", "build", "-o", gatewayBin, "rooms/gateway/cmd/gateway")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "proxytest: build gateway:", err)
+	if err := testenv.BuildBinaries(dir, nil, "rooms/gateway/cmd/gateway"); err != nil {
+		fmt.Fprintln(os.Stderr, "proxytest:", err)
 		return 1
 	}
 	return m.Run()
-}
-
-// lockedBuffer collects a process's output for failure reports.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // process is a started binary that the test's cleanup stops.
 type process struct {
 	name   string
 	cmd    *exec.Cmd
-	output *lockedBuffer
+	output *testenv.Output
 	done   chan struct{}
 }
 
 func startProcess(t *testing.T, name string, cmd *exec.Cmd) *process {
 	t.Helper()
-	p := &process{name: name, cmd: cmd, output: &lockedBuffer{}, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, output: &testenv.Output{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.output, p.output
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)

@@ -8,7 +8,6 @@
 package tracetest_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
@@ -17,12 +16,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,13 +47,9 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	for _, pkg := range []string{"rooms/gateway/cmd/gateway", "rooms/worker/cmd/worker"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(pkg)), pkg)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
-			return 1
-		}
+	if err := testenv.BuildBinaries(dir, nil, "rooms/gateway/cmd/gateway", "rooms/worker/cmd/worker"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	return m.Run()
 }
@@ -165,7 +158,7 @@ func TestTraceOfOneMessage(t *testing.T) {
 	}
 	worker := start(t, "worker", append(common, "WORKER_ID=trace-worker"), "admin listening")
 	gateway := start(t, "gateway", append(common, "GATEWAY_ID=trace-gw", "HTTP_ADDR=127.0.0.1:0"), "http listening")
-	base := "http://" + gateway.addrs["http listening"]
+	base := "http://" + gateway.Addrs["http listening"]
 	waitOK(t, base+"/readyz")
 
 	token := login(t, base)
@@ -236,101 +229,16 @@ func TestTraceOfOneMessage(t *testing.T) {
 	t.Logf("trace %s: rooms.send %s → rooms.batch %s (trace %s, linked) → rooms.deliver %s", send.trace, send.id, batch.id, batch.trace, deliver.id)
 
 	// The send path and batch log lines carry the trace id.
-	if !strings.Contains(worker.out.String(), `"trace_id":"`+batch.trace+`"`) {
+	if !strings.Contains(worker.Out.String(), `"trace_id":"`+batch.trace+`"`) {
 		t.Errorf("no worker log line with the batch's trace_id %s", batch.trace)
 	}
 }
 
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// proc is a running binary and the addresses it logged.
-type proc struct {
-	name  string
-	out   *lockedBuffer
-	addrs map[string]string // log message → addr
-}
-
-// start runs binary name with env, waits until it has logged every message
-// in want with an "addr" attribute, and stops it with SIGTERM (checking a
-// clean exit) when the test ends.
-func start(t *testing.T, name string, env []string, want ...string) *proc {
+// start runs the binary name (built by TestMain) with env; see
+// testenv.StartBinary.
+func start(t *testing.T, name string, env []string, want ...string) *testenv.Proc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, name))
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{name: name, out: &lockedBuffer{}, addrs: map[string]string{}}
-	cmd.Stderr = p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	found := make(chan map[string]string, 1)
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		addrs := map[string]string{}
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(p.out, line)
-			var e struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &e) == nil && e.Addr != "" && slices.Contains(want, e.Msg) {
-				addrs[e.Msg] = e.Addr
-				if len(addrs) == len(want) {
-					found <- addrs
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	exited := make(chan error, 1)
-	go func() {
-		<-scanned
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("%s exited with %v", name, err)
-			}
-		case <-time.After(waitFor):
-			_ = cmd.Process.Kill()
-			t.Errorf("%s did not stop within %v of SIGTERM", name, waitFor)
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, p.out.String())
-		}
-	})
-	select {
-	case p.addrs = <-found:
-	case err := <-exited:
-		exited <- err
-		t.Fatalf("%s exited before listening (%v):\n%s", name, err, p.out.String())
-	case <-time.After(waitFor):
-		t.Fatalf("%s did not log %v within %v:\n%s", name, want, waitFor, p.out.String())
-	}
-	return p
+	return testenv.StartBinary(t, filepath.Join(binDir, name), env, waitFor, want...)
 }
 
 func waitOK(t *testing.T, url string) {
