@@ -38,7 +38,6 @@ type Leased struct {
 	mu        sync.Mutex
 	leases    map[string]*lease
 	lastSweep time.Time
-	now       func() time.Time
 }
 
 type lease struct {
@@ -52,7 +51,7 @@ func NewLeased(l *Limiter, ttl time.Duration) *Leased {
 	if ttl <= 0 {
 		ttl = time.Second
 	}
-	return &Leased{l: l, ttl: ttl, leases: map[string]*lease{}, now: time.Now}
+	return &Leased{l: l, ttl: ttl, leases: map[string]*lease{}}
 }
 
 // Allow records one event under key and reports whether it is within limit,
@@ -65,7 +64,7 @@ func (p *Leased) Allow(ctx context.Context, key string, limit Limit) (ok bool, r
 	if size == 1 {
 		return p.l.Allow(ctx, key, limit)
 	}
-	now := p.now()
+	now := time.Now()
 	p.mu.Lock()
 	if le := p.leases[key]; le != nil && le.tokens > 0 && now.Before(le.expires) {
 		le.tokens--

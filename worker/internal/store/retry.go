@@ -170,11 +170,13 @@ func Transient(err error) bool {
 }
 
 func sortMessages(ms []message.Message) {
-	sort.SliceStable(ms, func(i, j int) bool {
-		a, b := mustInt(ms[i].RoomID), mustInt(ms[j].RoomID)
-		if a != b {
-			return a < b
-		}
-		return ms[i].Seq < ms[j].Seq
-	})
+	sort.SliceStable(ms, func(i, j int) bool { return messageLess(ms[i], ms[j]) })
+}
+
+// messageLess orders stored messages by room, then seq.
+func messageLess(a, b message.Message) bool {
+	if ra, rb := mustInt(a.RoomID), mustInt(b.RoomID); ra != rb {
+		return ra < rb
+	}
+	return a.Seq < b.Seq
 }

@@ -14,7 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
+	"maps"
 	"sort"
 	"strconv"
 	"sync"
@@ -299,7 +299,11 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 			queueExisting(b, cands)
 		}
 		br := tx.SendBatch(ctx, b)
-		knownUsers := map[int64]bool{}
+		// The batch's users: known before, or found by the look-up.
+		knownUsers := maps.Clone(userSet)
+		for _, u := range unknown {
+			knownUsers[u] = false
+		}
 		if len(unknown) > 0 {
 			found, err := readIDs(br)
 			if err != nil {
@@ -307,12 +311,7 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 				return res, fmt.Errorf("check users: %w", err)
 			}
 			s.rememberUsers(found)
-			knownUsers = found
-		}
-		for u := range userSet {
-			if !slices.Contains(unknown, u) {
-				knownUsers[u] = true
-			}
+			maps.Copy(knownUsers, found)
 		}
 		rows, err := br.Query()
 		if err != nil {
@@ -452,13 +451,7 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 	for i := range order {
 		order[i] = i
 	}
-	sort.SliceStable(order, func(i, j int) bool {
-		a, b := out[order[i]], out[order[j]]
-		if ra, rb := mustInt(a.RoomID), mustInt(b.RoomID); ra != rb {
-			return ra < rb
-		}
-		return a.Seq < b.Seq
-	})
+	sort.SliceStable(order, func(i, j int) bool { return messageLess(out[order[i]], out[order[j]]) })
 	res.msgs = make([]message.Message, len(out))
 	res.owners = make([]int, len(out))
 	for i, o := range order {
