@@ -15,7 +15,8 @@ import (
 // worker connection meets a table that was nearly empty when its
 // statements were prepared (and is never ANALYZEd, as with autovacuum
 // off): batches saved through a pool set up by TunePool must not scan the
-// messages table once it is large.
+// messages table once it is large, nor the users table in the inserts'
+// foreign-key checks (which run with cached plans).
 func TestLookupsStayOnIndexesAsTheTableGrows(t *testing.T) {
 	f := newFixture(t, 3, 3)
 	ctx := context.Background()
@@ -60,12 +61,24 @@ func TestLookupsStayOnIndexesAsTheTableGrows(t *testing.T) {
 	if _, err := f.pool.Exec(ctx, `UPDATE rooms SET last_seq = $2 WHERE id = $1`, f.rooms[2], bulk); err != nil {
 		t.Fatal(err)
 	}
+	// The users table grows too: the foreign-key checks of the inserts
+	// must not scan it.
+	if _, err := f.pool.Exec(ctx, `
+		INSERT INTO users (nickname, password_hash)
+		SELECT 'bulk_' || g, 'x' FROM generate_series(1, $1::int) g`, bulk); err != nil {
+		t.Fatal(err)
+	}
+	// Later batches come from the newest user, at the end of the heap, so a
+	// scan for it reads the whole table.
+	if err := f.pool.QueryRow(ctx, `SELECT max(id) FROM users`).Scan(&f.users[1]); err != nil {
+		t.Fatal(err)
+	}
 	save(5)
 	pool.Close() // the backend reports its table statistics as it exits
 
 	// Wait for the worker backend's statistics: every row it inserted shows.
 	want := int64(bulk + 2*saved)
-	var inserted, scanned int64
+	var inserted, scanned, usersScanned int64
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if err := f.pool.QueryRow(ctx, `SELECT n_tup_ins, seq_tup_read FROM pg_stat_user_tables WHERE relname = 'messages'`).
@@ -80,8 +93,15 @@ func TestLookupsStayOnIndexesAsTheTableGrows(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if err := f.pool.QueryRow(ctx, `SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'users'`).
+		Scan(&usersScanned); err != nil {
+		t.Fatal(err)
+	}
+	if usersScanned >= bulk {
+		t.Fatalf("saving batches read %d rows of users sequentially: a foreign-key check scanned the table (%d rows)", usersScanned, bulk)
+	}
 	if scanned >= bulk {
 		t.Fatalf("saving batches read %d rows of messages sequentially: a duplicate look-up scanned the table (%d rows)", scanned, bulk)
 	}
-	t.Logf("sequentially read rows of messages: %d", scanned)
+	t.Logf("sequentially read rows of messages: %d, of users: %d", scanned, usersScanned)
 }
