@@ -332,6 +332,24 @@ func (c *conn) writeQueued() error {
 	}
 }
 
+// flushQueue writes what is queued now, coalesced, within one
+// WriteTimeout (the connection is closing).
+func (c *conn) flushQueue() error {
+	b := c.newBatch()
+	defer b.release()
+	for _, f := range c.queue.take() {
+		if !c.addFrame(b, f) {
+			break
+		}
+		if b.full() {
+			if err := b.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return b.flush()
+}
+
 // addFrame adds f to b unless the connection already has it; a message
 // frame after a gap first flushes b and writes the missing seqs. It
 // reports false when the gap could not be repaired (the connection is then
@@ -398,6 +416,11 @@ func (c *conn) repair(before int64) error {
 func (c *conn) writeClose() {
 	if c.closeCode == 0 {
 		return
+	}
+	// A drain's close comes after what is queued (the acks Drain waited
+	// for); other closes skip the queue (a too slow client's is long).
+	if c.closeCode == CloseGoingAway {
+		_ = c.flushQueue()
 	}
 	_ = c.ws.WriteControl(websocket.CloseMessage,
 		websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(c.srv.cfg.WriteTimeout))
@@ -483,6 +506,22 @@ func (c *conn) handle(data []byte) {
 // fanned out, and errors as error frames.
 func (c *conn) send(content, clientMsgID string) {
 	cfg := c.srv.cfg
+	// Counted before the draining flag is read, and Drain sets the flag
+	// before it reads the count: a send either sees the drain and is
+	// refused, or Drain waits for its delivery report.
+	inflight := &c.srv.inflight
+	inflight.Add(1)
+	accepted := false
+	defer func() {
+		if !accepted {
+			inflight.Add(-1)
+		}
+	}()
+	if c.srv.draining.Load() {
+		c.srv.m.FailedBusy.Inc()
+		c.enqueue(frame{data: encodeError(message.CodeUnavail, "server draining, retry", clientMsgID)})
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	ok, _, err := c.srv.deps.Limiter.Allow(ctx, "send:user:"+c.userID, cfg.SendLimit)
 	cancel()
@@ -511,11 +550,11 @@ func (c *conn) send(content, clientMsgID string) {
 		c.enqueue(frame{data: encodeError(message.CodeUnavail, "try again", clientMsgID)})
 		return
 	}
-	accepted := time.Now()
+	start := time.Now()
 	m := message.Message{
 		ID: id.String(), RoomID: strconv.FormatInt(c.roomID, 10), UserID: c.userID,
 		Nickname: c.claims.Nickname, Content: content,
-		TimeCreated: message.FormatTime(accepted), ClientMsgID: clientMsgID,
+		TimeCreated: message.FormatTime(start), ClientMsgID: clientMsgID,
 	}
 	v2 := c.v2
 	// rooms.send lasts from the accepted send to its delivery report.
@@ -535,7 +574,7 @@ func (c *conn) send(content, clientMsgID string) {
 		span.End()
 		if err == nil {
 			mt.Acked.Inc()
-			mt.AckLatency.Observe(time.Since(accepted).Seconds())
+			mt.AckLatency.Observe(time.Since(start).Seconds())
 		} else {
 			mt.FailedUnconfirmed.Inc()
 		}
@@ -545,6 +584,7 @@ func (c *conn) send(content, clientMsgID string) {
 		case err != nil:
 			c.enqueue(frame{data: encodeError(message.CodeUnavail, "message not confirmed, retry", clientMsgID)})
 		}
+		inflight.Add(-1)
 	}
 	if cs, ok := c.srv.deps.Producer.(contextSender); ok {
 		err = cs.SendContext(sctx, m, deliver)
@@ -556,6 +596,7 @@ func (c *conn) send(content, clientMsgID string) {
 		span.End()
 	}
 	if err == nil {
+		accepted = true // deliver ends it
 		mt.Accepted.Inc()
 	} else {
 		mt.FailedBusy.Inc()

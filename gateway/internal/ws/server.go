@@ -97,6 +97,10 @@ type Config struct {
 	RateLimitClose int
 	// DrainParallel bounds how many sockets Drain closes at once (64).
 	DrainParallel int
+	// DrainAckWait bounds how long Drain waits for the delivery reports of
+	// sends accepted before it began, so their acks go out before the
+	// sockets close (5 s).
+	DrainAckWait time.Duration
 	// MaxReplay is the most messages replayed on resume (1000).
 	MaxReplay int
 	// History is the size of the legacy first frame (100).
@@ -139,6 +143,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DrainParallel <= 0 {
 		c.DrainParallel = 64
+	}
+	if c.DrainAckWait <= 0 {
+		c.DrainAckWait = 5 * time.Second
 	}
 	if c.MaxReplay <= 0 {
 		c.MaxReplay = 1000
@@ -189,6 +196,9 @@ type Server struct {
 	tracer   trace.Tracer
 
 	draining atomic.Bool
+	// inflight counts accepted sends whose delivery report has not been
+	// handled yet (see conn.send and Drain).
+	inflight atomic.Int64
 }
 
 // New returns a Server. Call Run to start its background work and mount
@@ -273,12 +283,22 @@ func (s *Server) revocations(ctx context.Context) {
 	}
 }
 
-// Drain stops accepting connections and closes every socket with 1001, at
-// most DrainParallel at a time, waiting for their handlers to finish until
-// ctx ends. A connection that registers while Drain runs sees the draining
-// flag and closes itself with 1001.
+// Drain stops accepting connections and sends, then closes every socket
+// with 1001, at most DrainParallel at a time, waiting for their handlers to
+// finish until ctx ends. A connection that registers while Drain runs sees
+// the draining flag and closes itself with 1001.
+//
+// Sends accepted before the drain began are answered first: Drain waits
+// (at most DrainAckWait) until their delivery reports have queued the acks
+// (or errors), and a socket closing with 1001 writes what is queued before
+// its close frame. Sends read after the drain began are refused with
+// unavailable (retry on the next connection). A send left without an
+// answer (its socket closed first, or the wait ran out) may be retried with
+// the same client_msg_id: a retry of a stored message is acked without
+// storing it twice.
 func (s *Server) Drain(ctx context.Context) error {
 	s.draining.Store(true)
+	s.waitInflight(ctx)
 	sem := make(chan struct{}, s.cfg.DrainParallel)
 	var wg sync.WaitGroup
 	for _, c := range s.hub.all() {
@@ -303,6 +323,25 @@ func (s *Server) Drain(ctx context.Context) error {
 		return fmt.Errorf("drain websockets: %w", err)
 	}
 	return nil
+}
+
+// waitInflight waits until no accepted send awaits its delivery report, at
+// most DrainAckWait or until ctx ends.
+func (s *Server) waitInflight(ctx context.Context) {
+	if s.inflight.Load() == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainAckWait)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // session is what the pre-upgrade checks hand to the connection.

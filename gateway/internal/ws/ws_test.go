@@ -3,6 +3,8 @@ package ws_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -13,6 +15,7 @@ import (
 	fws "github.com/fasthttp/websocket"
 
 	"rooms/gateway/internal/auth"
+	"rooms/gateway/internal/produce"
 	"rooms/gateway/internal/ws"
 	"rooms/shared/message"
 )
@@ -397,6 +400,92 @@ func TestDrainCloses1001(t *testing.T) {
 	}
 	if _, resp, err := e.tryDial(tok, true, "", nil); err == nil || resp.StatusCode != 503 {
 		t.Fatalf("dial while draining: %v", err)
+	}
+}
+
+// slowAcks hands each delivery report to the connection late, as a busy
+// broker would.
+type slowAcks struct {
+	ws.Producer
+	delay time.Duration
+}
+
+func (p slowAcks) Send(m message.Message, done produce.Callback) error {
+	return p.Producer.Send(m, func(err error) { time.AfterFunc(p.delay, func() { done(err) }) })
+}
+
+// TestDrainAcksAcceptedSendsBefore1001: sends accepted before a drain get
+// their acks before the 1001 close, and a send read during the drain is
+// refused (never stored).
+func TestDrainAcksAcceptedSendsBefore1001(t *testing.T) {
+	e := newEnvWith(t, nil, func(d ws.Deps) ws.Deps {
+		d.Producer = slowAcks{d.Producer, 2 * time.Second}
+		return d
+	})
+	_, tok := e.user("alice")
+	c := e.dial(tok, true, "")
+	c.next("welcome")
+	const n = 10
+	for i := range n {
+		c.send(map[string]any{"type": "send", "content": fmt.Sprint("m", i), "client_msg_id": fmt.Sprint("d-", i)})
+	}
+	stored := func() int {
+		var k int
+		if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM messages WHERE room_id = $1`, e.room).Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	// All accepted (in the log and stored), none acked yet.
+	waitFor(t, "the sends to be stored", func() bool { return stored() == n })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	drained := make(chan error, 1)
+	go func() { drained <- e.srv.Drain(ctx) }()
+	waitFor(t, "the drain to begin", func() bool { return !e.srv.Ready() })
+	c.send(map[string]any{"type": "send", "content": "late", "client_msg_id": "late"})
+
+	acked := map[string]bool{}
+	refused := false
+	_ = c.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		_, b, err := c.c.ReadMessage()
+		if err != nil {
+			var ce *fws.CloseError
+			if !errors.As(err, &ce) || ce.Code != ws.CloseGoingAway {
+				t.Fatalf("connection ended with %v after acks %v, want 1001", err, acked)
+			}
+			break
+		}
+		var f map[string]any
+		if err := json.Unmarshal(b, &f); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case f["type"] == "ack":
+			acked[f["client_msg_id"].(string)] = true
+		case f["type"] == "error" && f["client_msg_id"] == "late":
+			if f["code"] != message.CodeUnavail {
+				t.Fatalf("late send answered %v", f)
+			}
+			refused = true
+		case f["type"] == "message" || f["type"] == "presence":
+		default:
+			t.Fatalf("unexpected frame %v", f)
+		}
+	}
+	if len(acked) != n {
+		t.Fatalf("closed with 1001 after %d of %d acks: %v", len(acked), n, acked)
+	}
+	if !refused {
+		t.Fatal("the send read during the drain got no answer")
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if k := stored(); k != n {
+		t.Fatalf("%d messages stored, want %d (the refused one must not be)", k, n)
 	}
 }
 
