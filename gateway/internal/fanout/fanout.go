@@ -159,7 +159,7 @@ func (r *Reader) Run(ctx context.Context) error {
 	if err != nil {
 		return nil // ctx ended
 	}
-	backoff := 100 * time.Millisecond
+	failures := 0 // reads failed in a row
 	args := make([]string, 2*len(keys))
 	for ctx.Err() == nil {
 		copy(args, keys)
@@ -175,15 +175,16 @@ func (r *Reader) Run(ctx context.Context) error {
 			}
 			r.ready.Store(false)
 			r.opt.Metrics.ReadErrors.Inc()
-			r.logger.Warn("fan-out read failed", "error", err, "retry_in", backoff.String())
-			if retry.Sleep(ctx, backoff) != nil {
+			failures++
+			wait := retry.Backoff(100*time.Millisecond, 5*time.Second, failures)
+			r.logger.Warn("fan-out read failed", "error", err, "retry_in", wait.String())
+			if retry.Sleep(ctx, wait) != nil {
 				return nil
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
 		r.ready.Store(true)
-		backoff = 100 * time.Millisecond
+		failures = 0
 		now := time.Now()
 		for _, s := range streams {
 			i := indexOf(keys, s.Stream)
@@ -202,8 +203,7 @@ func (r *Reader) Run(ctx context.Context) error {
 // startIDs returns each stream's last entry id ("0-0" for an empty stream),
 // retrying until Redis answers or ctx ends.
 func (r *Reader) startIDs(ctx context.Context, keys []string) ([]string, error) {
-	backoff := 100 * time.Millisecond
-	for {
+	for try := 1; ; try++ {
 		ids := make([]string, len(keys))
 		pipe := r.rdb.Pipeline()
 		cmds := make([]*redis.XMessageSliceCmd, len(keys))
@@ -222,11 +222,11 @@ func (r *Reader) startIDs(ctx context.Context, keys []string) ([]string, error) 
 			return ids, nil
 		}
 		r.ready.Store(false)
-		r.logger.Warn("fan-out start ids failed", "error", err, "retry_in", backoff.String())
-		if retry.Sleep(ctx, backoff) != nil {
+		wait := retry.Backoff(100*time.Millisecond, 5*time.Second, try)
+		r.logger.Warn("fan-out start ids failed", "error", err, "retry_in", wait.String())
+		if retry.Sleep(ctx, wait) != nil {
 			return nil, ctx.Err()
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
@@ -342,12 +342,11 @@ func (r *Reader) message(ctx context.Context, roomID int64, m message.Message) {
 func (r *Reader) backfill(ctx context.Context, roomID, after, before int64) ([]message.Message, error) {
 	var out []message.Message
 	var err error
-	backoff := 50 * time.Millisecond
 	for try := 0; try < 3; try++ {
-		if try > 0 && retry.Sleep(ctx, backoff) != nil {
+		// 50 ms, then 200 ms.
+		if try > 0 && retry.Sleep(ctx, retry.Backoff(50*time.Millisecond, time.Second, 2*try-1)) != nil {
 			break
 		}
-		backoff *= 4
 		for after+int64(len(out)) < before-1 {
 			from := after + int64(len(out))
 			limit := int(min(int64(r.opt.BackfillPage), before-1-from))

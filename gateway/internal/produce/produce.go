@@ -24,6 +24,7 @@ import (
 
 	"rooms/gateway/internal/metrics"
 	"rooms/shared/message"
+	"rooms/shared/retry"
 	"rooms/shared/tracing"
 )
 
@@ -191,14 +192,13 @@ func (p *Producer) events(inst *instance) {
 // capped backoff when creation itself fails.
 func (p *Producer) supervise() {
 	defer p.wg.Done()
-	backoff := 100 * time.Millisecond
 	for {
 		select {
 		case <-p.stop:
 			return
 		case <-p.fatal:
 		}
-		for {
+		for try := 1; ; try++ {
 			inst, err := p.newInstance()
 			if err == nil {
 				p.mu.Lock()
@@ -216,16 +216,14 @@ func (p *Producer) supervise() {
 				// unknown outcome; purging makes their reports arrive now.
 				_ = old.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
 				old.p.Close()
-				backoff = 100 * time.Millisecond
 				break
 			}
 			p.logger.Error("recreate kafka producer", "error", err)
 			select {
 			case <-p.stop:
 				return
-			case <-time.After(backoff):
+			case <-time.After(retry.Backoff(100*time.Millisecond, 5*time.Second, try)):
 			}
-			backoff = min(backoff*2, 5*time.Second)
 		}
 	}
 }
