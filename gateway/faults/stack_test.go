@@ -5,13 +5,11 @@ package faults
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	osuser "os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"rooms/shared/testenv"
@@ -205,108 +201,6 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func() bo
 	waitFor(t, what, timeout, nil, cond)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-const pgBin = "/usr/lib/postgresql/15/bin"
-
-// pgServer is a private PostgreSQL server in a temporary folder on a spare
-// port, for tests that stop it; the machine's shared server is never touched.
-type pgServer struct {
-	t    *testing.T
-	dir  string
-	port int
-}
-
-func (s *pgServer) run(name string, args ...string) {
-	s.t.Helper()
-	path := filepath.Join(pgBin, name)
-	cmd := exec.Command(path, args...)
-	if os.Geteuid() == 0 {
-		// The server refuses to run as root.
-		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		s.t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-}
-
-func startPG(t *testing.T) *pgServer {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "rooms-faults-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if os.Geteuid() == 0 {
-		u, err := osuser.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("no postgres user to run a private server: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := &pgServer{t: t, dir: dir, port: freePort(t)}
-	s.run("initdb", "-D", filepath.Join(dir, "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-	s.start()
-	t.Cleanup(func() {
-		path := filepath.Join(pgBin, "pg_ctl")
-		args := []string{"-D", filepath.Join(dir, "data"), "-m", "immediate", "stop"}
-		cmd := exec.Command(path, args...)
-		if os.Geteuid() == 0 {
-			cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
-		}
-		_ = cmd.Run()
-	})
-	return s
-}
-
-func (s *pgServer) start() {
-	s.t.Helper()
-	s.run("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-l", filepath.Join(s.dir, "log"), "-w",
-		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off", s.port, s.dir), "start")
-}
-
-// stop is a fast shutdown: sessions are ended, the server goes away.
-func (s *pgServer) stop() {
-	s.t.Helper()
-	s.run("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-m", "fast", "-w", "stop")
-}
-
-// database creates and migrates the database "rooms" on the private server.
-func (s *pgServer) database() *testenv.Database {
-	s.t.Helper()
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.port))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE rooms"); err != nil {
-		s.t.Fatal(err)
-	}
-	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/rooms?sslmode=disable", s.port)
-	if err := testenv.Migrate(ctx, dsn, filepath.Join(testenv.RepoRoot(s.t), "db", "migrations")); err != nil {
-		s.t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(pool.Close)
-	return &testenv.Database{Name: "rooms", DSN: dsn, Pool: pool}
-}
-
 // stackOpts chooses the stack's shape and its private servers.
 type stackOpts struct {
 	gateways, workers int
@@ -323,7 +217,7 @@ type stackOpts struct {
 type stack struct {
 	t        *testing.T
 	db       *testenv.Database
-	pg       *pgServer
+	pg       *testenv.PGServer
 	redis    *proc
 	rdb      *redis.Client
 	prefix   string
@@ -347,14 +241,14 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	}
 	s := &stack{t: t, logDir: t.TempDir()}
 	if o.privatePG {
-		s.pg = startPG(t)
-		s.db = s.pg.database()
+		s.pg = testenv.StartPGServer(t, "max_connections=200", "fsync=off")
+		s.db = s.pg.Database()
 	} else {
 		s.db = testenv.Postgres(t)
 	}
 	redisAddr := testenv.RedisAddr()
 	if o.privateRedis {
-		port := freePort(t)
+		port := testenv.FreePort(t)
 		redisAddr = fmt.Sprintf("127.0.0.1:%d", port)
 		dir := t.TempDir()
 		// No persistence: a restart starts empty (the stream data is lost).
@@ -368,7 +262,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	} else {
 		s.rdb, s.prefix = testenv.Redis(t)
 	}
-	brokerAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	brokerAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	s.broker = &proc{name: "broker", bin: filepath.Join(binDir, "devbroker"), addr: brokerAddr, ready: "tcp",
 		env: []string{"DEVBROKER_ADDR=" + brokerAddr, "DEVBROKER_DATA_DIR=" + t.TempDir(), "LOG_LEVEL=warn"},
 		log: filepath.Join(s.logDir, "broker.log")}
@@ -400,7 +294,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	}
 	for i := 1; i <= o.gateways; i++ {
 		name := fmt.Sprintf("gw-%d", i)
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		env := append(append(append([]string{}, s.common...), o.gatewayEnv...), "GATEWAY_ID="+name, "HTTP_ADDR="+addr)
 		s.gateways = append(s.gateways, &proc{name: name, bin: filepath.Join(binDir, "gateway"), addr: addr, ready: "http",
 			env: env, log: filepath.Join(s.logDir, name+".log")})

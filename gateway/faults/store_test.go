@@ -32,11 +32,11 @@ func TestFaultPostgresStoppedUnderLoad(t *testing.T) {
 		return n
 	}
 	before := rebalances()
-	s.pg.stop()
+	s.pg.Stop()
 	stopped := time.Now()
 	time.Sleep(30 * time.Second)
 	during := rebalances() - before
-	s.pg.start()
+	s.pg.Start()
 	healed := time.Now()
 	r.measure("postgres_down_s", healed.Sub(stopped).Seconds())
 	r.measure("rebalances_during_outage", float64(during))

@@ -37,3 +37,25 @@ func TestKafkaListens(t *testing.T) {
 		t.Fatalf("want one broker, got %v", c.ListenAddrs())
 	}
 }
+
+func TestPGServerStopsAndStartsWithItsData(t *testing.T) {
+	srv := testenv.StartPGServer(t, "fsync=off")
+	db := srv.Database()
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO rooms (name) VALUES ('kept')`); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if err := db.Pool.Ping(ctx); err == nil {
+		t.Fatal("the stopped server answered")
+	}
+	srv.Start()
+	var name string
+	if err := db.Pool.QueryRow(ctx, `SELECT name FROM rooms`).Scan(&name); err != nil || name != "kept" {
+		t.Fatalf("after a restart: %q, %v", name, err)
+	}
+	var fsync string
+	if err := db.Pool.QueryRow(ctx, `SHOW fsync`).Scan(&fsync); err != nil || fsync != "off" {
+		t.Fatalf("fsync %q, %v: the setting was not applied", fsync, err)
+	}
+}

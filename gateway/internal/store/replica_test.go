@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -20,8 +17,6 @@ import (
 	"rooms/shared/message"
 	"rooms/shared/testenv"
 )
-
-const pgBin = "/usr/lib/postgresql/15/bin"
 
 // cluster is a private primary and a streaming replica cloned from it with
 // pg_basebackup, each in a temporary folder on a spare loopback port. The
@@ -36,42 +31,18 @@ type cluster struct {
 	Primary, Replica, replicaAdmin *pgxpool.Pool
 }
 
-// pg runs a PostgreSQL program, as the postgres user when the test runs as
-// root (the server refuses to run as root).
-func (c *cluster) pg(name string, args ...string) {
-	c.t.Helper()
-	path := filepath.Join(pgBin, name)
-	cmd := exec.Command(path, args...)
-	if os.Geteuid() == 0 {
-		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		c.t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-}
-
-func sparePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func (c *cluster) data(node string) string { return filepath.Join(c.dir, node) }
 
 func (c *cluster) start(node string, port int) {
 	c.t.Helper()
-	c.pg("pg_ctl", "-D", c.data(node), "-l", filepath.Join(c.dir, node+".log"), "-w",
+	testenv.PGRun(c.t, "pg_ctl", "-D", c.data(node), "-l", filepath.Join(c.dir, node+".log"), "-w",
 		"-o", fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1", port, c.dir), "start")
 }
 
 // stopReplica stops the replica (fast shutdown: sessions are ended).
 func (c *cluster) stopReplica() {
 	c.t.Helper()
-	c.pg("pg_ctl", "-D", c.data("replica"), "-m", "fast", "-w", "stop")
+	testenv.PGRun(c.t, "pg_ctl", "-D", c.data("replica"), "-m", "fast", "-w", "stop")
 }
 
 func (c *cluster) startReplica() { c.start("replica", c.replicaPort) }
@@ -90,27 +61,12 @@ func (c *cluster) pool(port int, role string) *pgxpool.Pool {
 // on it, clones it into a replica and starts that as a hot standby.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "rooms-replica-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("no postgres user to run private servers: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c := &cluster{t: t, dir: dir, primaryPort: sparePort(t), replicaPort: sparePort(t)}
+	dir := testenv.PGTempDir(t, "rooms-replica-")
+	c := &cluster{t: t, dir: dir, primaryPort: testenv.FreePort(t), replicaPort: testenv.FreePort(t)}
 	for c.replicaPort == c.primaryPort {
-		c.replicaPort = sparePort(t)
+		c.replicaPort = testenv.FreePort(t)
 	}
-	c.pg("initdb", "-D", c.data("primary"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+	testenv.PGRun(c.t, "initdb", "-D", c.data("primary"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
 	conf, err := os.OpenFile(filepath.Join(c.data("primary"), "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +113,7 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 
-	c.pg("pg_basebackup", "-R", "-D", c.data("replica"), "-h", "127.0.0.1", "-p", strconv.Itoa(c.primaryPort),
+	testenv.PGRun(c.t, "pg_basebackup", "-R", "-D", c.data("replica"), "-h", "127.0.0.1", "-p", strconv.Itoa(c.primaryPort),
 		"-U", "replicator", "-X", "stream", "-c", "fast")
 	c.startReplica()
 	t.Cleanup(func() { c.stopQuietly("replica") })
@@ -168,15 +124,7 @@ func startCluster(t *testing.T) *cluster {
 	return c
 }
 
-func (c *cluster) stopQuietly(node string) {
-	path := filepath.Join(pgBin, "pg_ctl")
-	args := []string{"-D", c.data(node), "-m", "immediate", "-w", "stop"}
-	cmd := exec.Command(path, args...)
-	if os.Geteuid() == 0 {
-		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
-	}
-	_ = cmd.Run() // already stopped is fine
-}
+func (c *cluster) stopQuietly(node string) { testenv.PGStopQuietly(c.data(node)) }
 
 // waitReplayed waits until the replica has replayed everything the primary
 // has written so far.
