@@ -16,12 +16,12 @@ func brokerDown(t *testing.T, down, msgTimeout time.Duration) (*workload, *resul
 	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
 	w.run(60, 100*time.Millisecond, msgTimeout+10*time.Second, 4*time.Minute)
 	time.Sleep(2 * time.Second)
-	if err := s.broker.stop(t, syscall.SIGTERM); err != nil {
+	if err := s.broker.Stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("broker stop: %v", err)
 	}
 	stopped := time.Now()
 	time.Sleep(down)
-	s.broker.start(t)
+	s.broker.Start(t)
 	healed := time.Now()
 	r.measure("broker_down_s", healed.Sub(stopped).Seconds())
 	w.finish(t, 3*time.Minute)
@@ -64,7 +64,7 @@ func TestFaultProducerQueueFull(t *testing.T) {
 	r := record(t)
 	s := newStack(t, stackOpts{gatewayEnv: []string{"KAFKA_QUEUE_MAX=20", "KAFKA_MESSAGE_TIMEOUT=60s"}})
 	w := newWorkload(t, s, workloadOpts{rooms: 4, senders: 1, readers: 1})
-	if err := s.broker.stop(t, syscall.SIGTERM); err != nil {
+	if err := s.broker.Stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("broker stop: %v", err)
 	}
 	const burst = 150
@@ -101,7 +101,7 @@ func TestFaultProducerQueueFull(t *testing.T) {
 			t.Fatal("bounded wait for refusals exceeded")
 		}
 		for _, g := range s.gateways {
-			maxRSS = max(maxRSS, g.rssMB())
+			maxRSS = max(maxRSS, g.RSSMB())
 		}
 	}
 	queued := len(all) - refused
@@ -115,7 +115,7 @@ func TestFaultProducerQueueFull(t *testing.T) {
 	r.measure("refused_at_once", float64(refused))
 	r.measure("queued_while_down", float64(queued))
 	r.measure("gateway_rss_max_mb", maxRSS)
-	s.broker.start(t)
+	s.broker.Start(t)
 	healed := time.Now()
 	// Queued sends are delivered now; refused ones are retried with the
 	// same client_msg_id.

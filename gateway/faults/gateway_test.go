@@ -22,13 +22,13 @@ func gatewayStopped(t *testing.T, sig syscall.Signal, wantCode int) {
 	}
 	w.run(80, 100*time.Millisecond, 20*time.Second, 4*time.Minute)
 	time.Sleep(3 * time.Second)
-	err := s.gateways[0].stop(t, sig)
+	err := s.gateways[0].Stop(t, sig)
 	stopped := time.Now()
 	if sig == syscall.SIGTERM && err != nil {
 		t.Fatalf("gw-1 exit after SIGTERM: %v", err)
 	}
 	time.Sleep(3 * time.Second)
-	s.gateways[0].start(t)
+	s.gateways[0].Start(t)
 	w.finish(t, 3*time.Minute)
 	w.check(t, r)
 	s.waitCommitted(t, time.Minute)
@@ -64,17 +64,17 @@ func TestFaultReconnectStorm(t *testing.T) {
 	w := newWorkload(t, s, workloadOpts{rooms: 3, senders: 2, readers: 98, users: 30})
 	w.run(60, 200*time.Millisecond, 20*time.Second, 4*time.Minute)
 	time.Sleep(2 * time.Second)
-	_ = s.gateways[0].stop(t, syscall.SIGKILL)
+	_ = s.gateways[0].Stop(t, syscall.SIGKILL)
 	first := time.Now()
 	time.Sleep(3 * time.Second)
-	s.gateways[0].start(t)
+	s.gateways[0].Start(t)
 	time.Sleep(2 * time.Second)
-	if err := s.gateways[1].stop(t, syscall.SIGTERM); err != nil {
+	if err := s.gateways[1].Stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("gw-2 exit after SIGTERM: %v", err)
 	}
 	second := time.Now()
 	time.Sleep(2 * time.Second)
-	s.gateways[1].start(t)
+	s.gateways[1].Start(t)
 	w.finish(t, 4*time.Minute)
 	w.check(t, r)
 	s.waitCommitted(t, time.Minute)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"rooms/shared/testenv"
 )
 
 // TestFaultRebalanceUnderLoad changes the consumer group three times while
@@ -25,21 +27,21 @@ func TestFaultRebalanceUnderLoad(t *testing.T) {
 	w.run(150, 200*time.Millisecond, 20*time.Second, 5*time.Minute)
 	time.Sleep(3 * time.Second)
 	third := s.addWorker()
-	third.start(t)
-	waitFor(t, "worker-3 assigned", time.Minute, third.exited(), func() bool { return third.logCount("partitions assigned") > 0 })
+	third.Start(t)
+	testenv.WaitFor(t, "worker-3 assigned", time.Minute, third.Exited(), func() bool { return third.LogCount("partitions assigned") > 0 })
 	time.Sleep(3 * time.Second)
-	if err := s.workers[0].stop(t, syscall.SIGTERM); err != nil {
+	if err := s.workers[0].Stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("worker-1 exit after SIGTERM: %v", err)
 	}
 	time.Sleep(3 * time.Second)
-	_ = s.workers[1].stop(t, syscall.SIGKILL)
+	_ = s.workers[1].Stop(t, syscall.SIGKILL)
 	killed := time.Now()
 	w.finish(t, 4*time.Minute)
 	w.check(t, r)
 	s.waitCommitted(t, time.Minute)
 	s.checkOffsets(t)
 	w.recoveries(t, r, "kill", killed)
-	r.measure("worker3_assignments", float64(third.logCount("partitions assigned")))
+	r.measure("worker3_assignments", float64(third.LogCount("partitions assigned")))
 }
 
 // TestFaultFirstStartWithBacklog sends while no worker runs (the messages

@@ -22,12 +22,12 @@ func TestFaultRedisStoppedAndDataLost(t *testing.T) {
 	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
 	w.run(80, 250*time.Millisecond, 20*time.Second, 4*time.Minute)
 	time.Sleep(3 * time.Second)
-	if err := s.redis.stop(t, syscall.SIGKILL); err != nil && err.Error() != "signal: killed" {
+	if err := s.redis.Stop(t, syscall.SIGKILL); err != nil && err.Error() != "signal: killed" {
 		t.Fatalf("redis stop: %v", err)
 	}
 	stopped := time.Now()
 	time.Sleep(15 * time.Second)
-	s.redis.start(t)
+	s.redis.Start(t)
 	healed := time.Now()
 	r.measure("redis_down_s", healed.Sub(stopped).Seconds())
 	w.finish(t, 3*time.Minute)

@@ -27,7 +27,7 @@ func TestFaultPostgresStoppedUnderLoad(t *testing.T) {
 	rebalances := func() int {
 		n := 0
 		for _, p := range s.workers {
-			n += p.logCount("partitions revoked") + p.logCount("partitions assigned")
+			n += p.LogCount("partitions revoked") + p.LogCount("partitions assigned")
 		}
 		return n
 	}
@@ -50,7 +50,7 @@ func TestFaultPostgresStoppedUnderLoad(t *testing.T) {
 	w.recoveries(t, r, "postgres_restart", healed)
 	failed := 0
 	for _, p := range s.workers {
-		failed += p.logCount("store batch failed")
+		failed += p.LogCount("store batch failed")
 	}
 	r.measure("failed_store_tries", float64(failed))
 	t.Logf("failed store tries logged: %d; rebalances while down: %d", failed, during)

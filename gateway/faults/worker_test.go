@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"rooms/shared/testenv"
 )
 
 // killAt arms a failpoint in worker-1 (ROOMS_FAILPOINT, see
@@ -16,18 +18,18 @@ func killAt(t *testing.T, failpoint string) {
 	r := record(t)
 	s := newStack(t, stackOpts{noWorkers: true})
 	victim := s.workers[0]
-	plain := append([]string{}, victim.env...)
-	victim.env = append(victim.env, "ROOMS_FAILPOINT="+failpoint)
+	plain := append([]string{}, victim.Env...)
+	victim.Env = append(victim.Env, "ROOMS_FAILPOINT="+failpoint)
 	// worker-1 first, so it surely gets partitions of the rebalance that
 	// worker-2's join starts.
-	victim.start(t)
-	waitFor(t, "worker-1 assigned", time.Minute, victim.exited(), func() bool { return victim.logCount("partitions assigned") > 0 })
-	s.workers[1].start(t)
+	victim.Start(t)
+	testenv.WaitFor(t, "worker-1 assigned", time.Minute, victim.Exited(), func() bool { return victim.LogCount("partitions assigned") > 0 })
+	s.workers[1].Start(t)
 	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
 	w.run(80, 20*time.Millisecond, 20*time.Second, 4*time.Minute)
 	var killed time.Time
 	select {
-	case <-victim.exited():
+	case <-victim.Exited():
 		killed = time.Now()
 	case <-time.After(40 * time.Second):
 		h := 0
@@ -36,15 +38,15 @@ func killAt(t *testing.T, failpoint string) {
 		}
 		t.Fatalf("worker-1 did not reach failpoint %s (%d stored, %d sent)", failpoint, len(s.storedRows(t)), h)
 	}
-	if err := victim.stop(t, syscall.SIGKILL); err == nil || err.Error() != "signal: killed" {
+	if err := victim.Stop(t, syscall.SIGKILL); err == nil || err.Error() != "signal: killed" {
 		t.Fatalf("worker-1 exit: %v, want killed by SIGKILL", err)
 	}
 	// The dead worker's batch is in PostgreSQL (after-commit) or rolled
 	// back (in-tx); either way no offset may be ahead of the database.
 	s.checkOffsets(t)
 	time.Sleep(2 * time.Second)
-	victim.env = plain
-	victim.start(t)
+	victim.Env = plain
+	victim.Start(t)
 	w.finish(t, 3*time.Minute)
 	w.check(t, r)
 	s.waitCommitted(t, time.Minute)

@@ -250,9 +250,9 @@ func TestWorkerKilledMidStreamLosesNothing(t *testing.T) {
 		}(p)
 	}
 	time.Sleep(150 * time.Millisecond)
-	_ = s.workers[0].stop(t, syscall.SIGKILL)
+	_ = s.workers[0].Stop(t, syscall.SIGKILL)
 	wg.Wait()
-	s.workers[0].start(t)
+	s.workers[0].Start(t)
 	for i, p := range parties {
 		p.c.drainUntil(p.col, 2*wait, func() bool { return len(p.col.seqs) >= n && len(p.col.acks) >= n })
 		checkGapless(t, "client of room "+rooms[i], p.col.seqs, 1, n)
@@ -280,7 +280,7 @@ func TestGatewaySIGTERMClosesSocketsWith1001(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		c.send("before drain "+strconv.Itoa(i), "d"+strconv.Itoa(i))
 	}
-	if err := s.gateways[0].stop(t, syscall.SIGTERM); err != nil {
+	if err := s.gateways[0].Stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("gateway exit after SIGTERM: %v", err)
 	}
 	select {

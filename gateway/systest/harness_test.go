@@ -7,16 +7,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -33,14 +28,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	for _, pkg := range []string{"rooms/gateway/cmd/gateway", "rooms/worker/cmd/worker"} {
-		out := filepath.Join(dir, filepath.Base(pkg))
-		cmd := exec.Command("go", "build", "-race", "-o", out, pkg)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
-			os.Exit(1)
-		}
+	if err := testenv.BuildBinaries(dir, []string{"-race"}, "rooms/gateway/cmd/gateway", "rooms/worker/cmd/worker"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -48,105 +38,7 @@ func TestMain(m *testing.M) {
 }
 
 // proc is one running binary of the stack.
-type proc struct {
-	name string
-	bin  string
-	env  []string
-	addr string // gateways only: host:port of the HTTP listener
-	log  string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
-
-func (p *proc) start(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(p.bin)
-	cmd.Env = append(os.Environ(), p.env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", p.name, err)
-	}
-	done := make(chan struct{})
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		f.Close()
-		p.mu.Lock()
-		p.err = err
-		p.mu.Unlock()
-		close(done)
-	}()
-	if p.addr != "" {
-		waitReady(t, "http://"+p.addr+"/readyz", done)
-	}
-}
-
-// signal sends sig and waits for the process to exit; it returns the exit error.
-func (p *proc) stop(t *testing.T, sig syscall.Signal) error {
-	t.Helper()
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	select {
-	case <-done:
-	default:
-		_ = cmd.Process.Signal(sig)
-		select {
-		case <-done:
-		case <-time.After(60 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Errorf("%s did not exit within 60s of %v", p.name, sig)
-		}
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cmd = nil
-	return p.err
-}
-
-func waitReady(t *testing.T, url string, exited <-chan struct{}) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			t.Fatalf("process exited before %s answered", url)
-		default:
-		}
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s not ready within 90s", url)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+type proc = testenv.Service
 
 // stack is two gateways and two workers sharing one database, Redis prefix,
 // topic and consumer group.
@@ -196,37 +88,37 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	s := &stack{db: db, pool: db.Pool, rdb: rdb, prefix: prefix}
 	for i := 1; i <= o.workers; i++ {
 		name := fmt.Sprintf("worker-%d", i)
-		s.workers = append(s.workers, &proc{name: name, bin: filepath.Join(binDir, "worker"),
-			env: append(append([]string{}, common...), "WORKER_ID="+name), log: filepath.Join(logDir, name+".log")})
+		s.workers = append(s.workers, &proc{Name: name, Bin: filepath.Join(binDir, "worker"),
+			Env: append(append([]string{}, common...), "WORKER_ID="+name), Log: filepath.Join(logDir, name+".log")})
 	}
 	for i := 1; i <= o.gateways; i++ {
 		name := fmt.Sprintf("gw-%d", i)
-		addr := freeAddr(t)
-		s.gateways = append(s.gateways, &proc{name: name, bin: filepath.Join(binDir, "gateway"), addr: addr,
-			env: append(append([]string{}, common...), "GATEWAY_ID="+name, "HTTP_ADDR="+addr), log: filepath.Join(logDir, name+".log")})
+		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		s.gateways = append(s.gateways, &proc{Name: name, Bin: filepath.Join(binDir, "gateway"), Addr: addr, Ready: "http",
+			Env: append(append([]string{}, common...), "GATEWAY_ID="+name, "HTTP_ADDR="+addr), Log: filepath.Join(logDir, name+".log")})
 	}
 	t.Cleanup(func() {
 		for _, p := range append(append([]*proc{}, s.gateways...), s.workers...) {
-			_ = p.stop(t, syscall.SIGTERM)
+			_ = p.Stop(t, syscall.SIGTERM)
 			if t.Failed() {
-				b, _ := os.ReadFile(p.log)
+				b, _ := os.ReadFile(p.Log)
 				if len(b) > 8000 {
 					b = b[len(b)-8000:]
 				}
-				t.Logf("---- tail of %s log ----\n%s", p.name, bytes.TrimSpace(b))
+				t.Logf("---- tail of %s log ----\n%s", p.Name, bytes.TrimSpace(b))
 			}
 		}
 	})
 	for _, p := range s.workers {
-		p.start(t)
+		p.Start(t)
 	}
 	for _, p := range s.gateways {
-		p.start(t)
+		p.Start(t)
 	}
 	return s
 }
 
-func (s *stack) url(i int) string { return "http://" + s.gateways[i].addr }
+func (s *stack) url(i int) string { return "http://" + s.gateways[i].Addr }
 
 // storedSeqs returns, per stored message of the room, its client_msg_id by seq.
 func (s *stack) stored(t *testing.T, roomID string) (seqs []int64, cmids []string) {
