@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -78,6 +79,7 @@ type config struct {
 	PIDDir                string
 	Results, Prefix       string
 	Note                  string
+	CPUProfile            string
 }
 
 func parseFlags(args []string, out io.Writer) (config, error) {
@@ -116,6 +118,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.Results, "results", "loadtest/results", "folder of the JSON results")
 	fs.StringVar(&c.Prefix, "name", "bench", "file name prefix of the JSON result")
 	fs.StringVar(&c.Note, "note", "", "free text stored with the result (e.g. what else ran on the machine)")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the generator's own CPU profile to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -214,6 +217,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg, err := parseFlags(args, stdout)
 	if err != nil {
 		return err
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	res := &report.Result{
 		Started: time.Now(), Command: "roomsbench " + strings.Join(args, " "),

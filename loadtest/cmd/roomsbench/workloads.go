@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -130,6 +131,7 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 		c.Rec.SetStep(st.index)
 	}
 	b.sampler.Begin()
+	genStart := selfCPU()
 	tt := gen.NewTimetable(time.Now().Add(20*time.Millisecond), st.rate, st.length)
 	var side sync.WaitGroup
 	if st.during != nil {
@@ -151,6 +153,7 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 		time.Sleep(50 * time.Millisecond)
 	}
 	usage := b.sampler.End()
+	genCPU := selfCPU() - genStart
 
 	e2e, ack, lag := report.NewHist(), report.NewHist(), report.NewHist()
 	var late int64
@@ -182,8 +185,10 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 			s.CPUPerDeliveryByProcess[name] = u.CPUSeconds * 1e6 / float64(s.Delivered)
 		}
 	}
+	s.GeneratorCPU = genCPU.Seconds()
 	if s.Delivered > 0 {
 		s.CPUPerDelivery = s.ServerCPU * 1e6 / float64(s.Delivered)
+		s.GeneratorCPUPerDelivery = s.GeneratorCPU * 1e6 / float64(s.Delivered)
 	}
 	s.Valid = s.SendLag.P99 <= float64(b.cfg.LagBudget.Microseconds())/1000
 	var why []string
@@ -503,4 +508,14 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// selfCPU is the generator process's own CPU time so far (0 if /proc cannot
+// be read).
+func selfCPU() time.Duration {
+	u, err := procstat.Read(os.Getpid())
+	if err != nil {
+		return 0
+	}
+	return u.CPU
 }

@@ -47,6 +47,10 @@ type Step struct {
 	CPUPerDelivery float64                   `json:"server_cpu_us_per_delivered"`
 	// CPUPerDeliveryByProcess is CPU-µs per delivered message per process.
 	CPUPerDeliveryByProcess map[string]float64 `json:"cpu_us_per_delivered_by_process,omitempty"`
+	// GeneratorCPU is the load generator's own CPU over the same interval
+	// (not part of ServerCPU): on one machine it competes with the servers.
+	GeneratorCPU            float64 `json:"generator_cpu_seconds"`
+	GeneratorCPUPerDelivery float64 `json:"generator_cpu_us_per_delivered"`
 }
 
 // Workload is the result of one workload.
@@ -123,12 +127,12 @@ func (r *Result) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "\n== %s (%s)\n", wl.Name, wl.Shape)
 		if len(wl.Steps) > 0 {
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "step\tpub/s\tdeliv/s\tratio\tlost\tdup\treord\tgaps\tack p50\tack p99\te2e p50\tp90\tp99\tp99.9\tmax\tlag p99\tcpu µs/msg\tvalid\theld\t")
+			fmt.Fprintln(tw, "step\tpub/s\tdeliv/s\tratio\tlost\tdup\treord\tgaps\tack p50\tack p99\te2e p50\tp90\tp99\tp99.9\tmax\tlag p99\tcpu µs/msg\tgen µs/msg\tvalid\theld\t")
 			for _, s := range wl.Steps {
-				fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.4f\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%v\t%v\t\n",
+				fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.4f\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%v\t%v\t\n",
 					s.Name, s.Published, s.DeliveredRate, s.DeliveryRatio, s.Check.Lost, s.Check.Dups, s.Check.Reorders, s.Check.SeqGaps,
 					ms(s.Ack.P50), ms(s.Ack.P99), ms(s.E2E.P50), ms(s.E2E.P90), ms(s.E2E.P99), ms(s.E2E.P999), ms(s.E2E.Max),
-					ms(s.SendLag.P99), s.CPUPerDelivery, s.Valid, s.Held)
+					ms(s.SendLag.P99), s.CPUPerDelivery, s.GeneratorCPUPerDelivery, s.Valid, s.Held)
 			}
 			tw.Flush()
 			last := wl.Steps[len(wl.Steps)-1]
