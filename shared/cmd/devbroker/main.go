@@ -124,5 +124,10 @@ func (a slogAdapter) Logf(level kfake.LogLevel, format string, args ...any) {
 	case kfake.LogLevelNone:
 		return
 	}
+	// The broker logs every request at debug level: format only what is
+	// logged.
+	if !a.log.Enabled(context.Background(), l) {
+		return
+	}
 	a.log.Log(context.Background(), l, fmt.Sprintf(format, args...), "component", "kfake")
 }
