@@ -44,11 +44,16 @@ type Config struct {
 	// means faster recovery from a crash; too low means needless
 	// rebalances when a worker is briefly starved of CPU.
 	SessionTimeout time.Duration `env:"KAFKA_SESSION_TIMEOUT" envDefault:"10s"`
-	// FetchWait is the longest a fetch waits on the broker for more data
-	// (librdkafka fetch.wait.max.ms; the fetch asks for 1 MiB, so under load
-	// records arrive in chunks this far apart rather than one fetch per
-	// produce request). It bounds the latency it adds.
-	FetchWait time.Duration `env:"KAFKA_FETCH_WAIT" envDefault:"10ms"`
+	// FetchWait is the longest a fetch waits on the broker for
+	// FetchMinBytes of records (librdkafka fetch.wait.max.ms). With the
+	// default FetchMinBytes of 1 a fetch returns as soon as records arrive,
+	// and FetchWait only sets how often an idle worker asks again.
+	FetchWait time.Duration `env:"KAFKA_FETCH_WAIT" envDefault:"100ms"`
+	// FetchMinBytes is how many bytes of records a fetch waits for
+	// (librdkafka fetch.min.bytes). Raising it (with a short FetchWait)
+	// makes records arrive in chunks, FetchWait apart, at the cost of that
+	// much latency per message and a fetch per FetchWait when idle.
+	FetchMinBytes int `env:"KAFKA_FETCH_MIN_BYTES" envDefault:"1"`
 	// BatchSize is the most records per partition batch.
 	BatchSize int `env:"BATCH_SIZE" envDefault:"500"`
 	// BatchLinger is how long a batch waits for more records.
@@ -198,7 +203,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Extra: kafka.ConfigMap{
 			"session.timeout.ms": int(cfg.SessionTimeout.Milliseconds()),
 			"fetch.wait.max.ms":  max(int(cfg.FetchWait.Milliseconds()), 1),
-			"fetch.min.bytes":    1 << 20,
+			"fetch.min.bytes":    max(cfg.FetchMinBytes, 1),
 		},
 		Tracer: tp,
 	}, store.NewCombiner(st, 4*max(cfg.BatchSize, 1), cfg.TxInterval), bc, log)
