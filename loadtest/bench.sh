@@ -33,13 +33,20 @@ for f in config/gateway-*.env; do
 	targets+=("http://$(sed -n 's/^HTTP_ADDR=//p' "$f")")
 done
 target_list=$(IFS=,; echo "${targets[*]}")
+# Their admin servers (metrics, pprof), for the Go memory of idle connections.
+admins=()
+for f in config/gateway-*.env; do
+	a=$(sed -n 's/^ADMIN_ADDR=//p' "$f")
+	if [ -n "$a" ]; then admins+=("http://$a"); fi
+done
+admin_list=$(IFS=,; echo "${admins[*]}")
 
 case $mode in
 full)
-	exec .run/bin/roomsbench -targets "$target_list" -name bench "$@"
+	exec .run/bin/roomsbench -targets "$target_list" -admin-targets "$admin_list" -name bench "$@"
 	;;
 quick)
-	exec .run/bin/roomsbench -targets "$target_list" -name quick \
+	exec .run/bin/roomsbench -targets "$target_list" -admin-targets "$admin_list" -name quick \
 		-workloads chat,resume -rooms 10 -clients 5 -steps 100,200 -step 10s -warmup 2s -drain 5s \
 		-resume-rooms 5 -resume-senders 2 -resume-clients 10 -resume-rate 50 -resume-drop 3s -resume-after 2s \
 		"$@"

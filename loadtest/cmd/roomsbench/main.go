@@ -49,8 +49,11 @@ func main() {
 
 // config is every flag, parsed once.
 type config struct {
-	Targets   []string
-	Workloads []string
+	Targets []string
+	// AdminTargets are the gateways' admin base URLs (metrics and pprof),
+	// for the Go memory of idle connections; optional.
+	AdminTargets []string
+	Workloads    []string
 
 	Rooms, Clients int
 	Steps          []float64
@@ -87,6 +90,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs := flag.NewFlagSet("roomsbench", flag.ContinueOnError)
 	fs.SetOutput(out)
 	targets := fs.String("targets", "http://127.0.0.1:8081,http://127.0.0.1:8082", "comma-separated gateway base URLs; clients are spread over them")
+	adminTargets := fs.String("admin-targets", "", "comma-separated admin base URLs of the gateways (ADMIN_ADDR): connect also reports their Go memory after a GC")
 	workloads := fs.String("workloads", "chat,fanout,connect,resume", "comma-separated workloads to run, in order: chat, fanout, connect, resume")
 	fs.IntVar(&c.Rooms, "rooms", 100, "chat: rooms")
 	fs.IntVar(&c.Clients, "clients", 10, "chat: clients (users) per room")
@@ -123,6 +127,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		return c, err
 	}
 	c.Targets = splitList(*targets)
+	c.AdminTargets = splitList(*adminTargets)
 	c.Workloads = splitList(*workloads)
 	if len(c.Targets) == 0 {
 		return c, errors.New("-targets: no gateway URL")

@@ -350,6 +350,11 @@ func (b *bench) connect(ctx context.Context) (report.Workload, error) {
 		return sum, each
 	}
 	baseline, _ := gateways(b.sampler.RSS())
+	var goBefore int64
+	var goErr error
+	if len(cfg.AdminTargets) > 0 {
+		goBefore, goErr = goInUseAll(ctx, cfg.AdminTargets)
+	}
 	b.sampler.Begin()
 
 	var (
@@ -403,6 +408,21 @@ func (b *bench) connect(ctx context.Context) (report.Workload, error) {
 	}
 	for name, v := range each {
 		wl.Extra[name+"_rss_idle_mb"] = float64(v) / (1 << 20)
+	}
+	if len(cfg.AdminTargets) > 0 {
+		var goAfter int64
+		if goErr == nil {
+			goAfter, goErr = goInUseAll(ctx, cfg.AdminTargets)
+		}
+		if goErr != nil {
+			wl.Extra["gateway_go_memory_error"] = goErr.Error()
+		} else {
+			wl.Extra["gateway_go_inuse_before_mb"] = float64(goBefore) / (1 << 20)
+			wl.Extra["gateway_go_inuse_idle_mb"] = float64(goAfter) / (1 << 20)
+			if connected > 0 {
+				wl.Extra["gateway_go_kb_per_idle_connection"] = float64(goAfter-goBefore) / float64(connected) / 1024
+			}
+		}
 	}
 	cpu := map[string]float64{}
 	for name, u := range usage {

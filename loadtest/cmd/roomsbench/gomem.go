@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// goInUse is the Go memory a gateway holds in use right after a garbage
+// collection: its admin server's pprof heap endpoint is asked to collect
+// first (gc=1), then heap and stack in-use bytes are read from /metrics.
+// Unlike RSS it does not move with where the collector is in its cycle.
+func goInUse(ctx context.Context, admin string) (int64, error) {
+	c := http.Client{Timeout: 30 * time.Second}
+	get := func(path string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(admin, "/")+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return nil, fmt.Errorf("GET %s%s: %s", admin, path, resp.Status)
+		}
+		return resp, nil
+	}
+	resp, err := get("/debug/pprof/heap?gc=1")
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	resp, err = get("/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	return parseGoInUse(resp.Body)
+}
+
+// parseGoInUse sums go_memstats_heap_inuse_bytes and
+// go_memstats_stack_inuse_bytes of a Prometheus text exposition.
+func parseGoInUse(r io.Reader) (int64, error) {
+	want := map[string]bool{"go_memstats_heap_inuse_bytes": true, "go_memstats_stack_inuse_bytes": true}
+	var sum float64
+	found := 0
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !want[name] {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		sum += v
+		found++
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if found != len(want) {
+		return 0, fmt.Errorf("metrics lack go_memstats_heap_inuse_bytes or go_memstats_stack_inuse_bytes")
+	}
+	return int64(sum), nil
+}
+
+// goInUseAll sums goInUse over the admin URLs.
+func goInUseAll(ctx context.Context, admins []string) (int64, error) {
+	var sum int64
+	for _, a := range admins {
+		v, err := goInUse(ctx, a)
+		if err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, nil
+}
