@@ -27,18 +27,16 @@ shift || true
 mkdir -p .run/bin
 go build -o .run/bin/roomsbench ./loadtest/cmd/roomsbench
 
-# The gateways the clients are spread over, from the stack's config.
+# The gateways the clients are spread over, from the stack's config, and
+# their admin servers (metrics, pprof), for the Go memory of idle connections.
 targets=()
-for f in config/gateway-*.env; do
-	targets+=("http://$(sed -n 's/^HTTP_ADDR=//p' "$f")")
-done
-target_list=$(IFS=,; echo "${targets[*]}")
-# Their admin servers (metrics, pprof), for the Go memory of idle connections.
 admins=()
 for f in config/gateway-*.env; do
+	targets+=("http://$(sed -n 's/^HTTP_ADDR=//p' "$f")")
 	a=$(sed -n 's/^ADMIN_ADDR=//p' "$f")
 	if [ -n "$a" ]; then admins+=("http://$a"); fi
 done
+target_list=$(IFS=,; echo "${targets[*]}")
 admin_list=$(IFS=,; echo "${admins[*]}")
 
 case $mode in

@@ -253,24 +253,17 @@ func (s *Server) logRequests(c *fiber.Ctx) error {
 // kept for the life of the process: a POST's label once turned into "GETT".
 // Unknown methods share one label, so a client cannot mint label values.
 func methodLabel(m string) string {
-	switch m {
-	case fiber.MethodGet:
-		return fiber.MethodGet
-	case fiber.MethodHead:
-		return fiber.MethodHead
-	case fiber.MethodPost:
-		return fiber.MethodPost
-	case fiber.MethodPut:
-		return fiber.MethodPut
-	case fiber.MethodPatch:
-		return fiber.MethodPatch
-	case fiber.MethodDelete:
-		return fiber.MethodDelete
-	case fiber.MethodOptions:
-		return fiber.MethodOptions
-	default:
-		return "OTHER"
+	for _, known := range labelledMethods {
+		if m == known {
+			return known
+		}
 	}
+	return "OTHER"
+}
+
+var labelledMethods = []string{
+	fiber.MethodGet, fiber.MethodHead, fiber.MethodPost, fiber.MethodPut,
+	fiber.MethodPatch, fiber.MethodDelete, fiber.MethodOptions,
 }
 
 const requestIDKey = "rooms.request_id"

@@ -312,17 +312,12 @@ func (c *conn) writeQueued() error {
 		if len(fs) == 0 {
 			return b.flush()
 		}
-		for _, f := range fs {
-			if !c.addFrame(b, f) {
-				// A gap could not be repaired: the connection is closing;
-				// what came before the gap still goes out.
-				return b.flush()
-			}
-			if b.full() {
-				if err := b.flush(); err != nil {
-					return err
-				}
-			}
+		if ok, err := c.addAll(b, fs); err != nil {
+			return err
+		} else if !ok {
+			// A gap could not be repaired: the connection is closing;
+			// what came before the gap still goes out.
+			return b.flush()
 		}
 		select {
 		case <-c.closing:
@@ -337,17 +332,27 @@ func (c *conn) writeQueued() error {
 func (c *conn) flushQueue() error {
 	b := c.newBatch()
 	defer b.release()
-	for _, f := range c.queue.take() {
+	if _, err := c.addAll(b, c.queue.take()); err != nil {
+		return err
+	}
+	return b.flush()
+}
+
+// addAll adds fs to b in order, writing b out whenever it is full. It
+// reports false when a gap could not be repaired (see addFrame); the frames
+// after it are dropped.
+func (c *conn) addAll(b *batch, fs []frame) (bool, error) {
+	for _, f := range fs {
 		if !c.addFrame(b, f) {
-			break
+			return false, nil
 		}
 		if b.full() {
 			if err := b.flush(); err != nil {
-				return err
+				return true, err
 			}
 		}
 	}
-	return b.flush()
+	return true, nil
 }
 
 // addFrame adds f to b unless the connection already has it; a message

@@ -124,8 +124,8 @@ func (a slogAdapter) Logf(level kfake.LogLevel, format string, args ...any) {
 	case kfake.LogLevelNone:
 		return
 	}
-	// The broker logs every request at debug level: format only what is
-	// logged.
+	// Format only what is logged (its info and debug lines are dropped at
+	// the default level).
 	if !a.log.Enabled(context.Background(), l) {
 		return
 	}
