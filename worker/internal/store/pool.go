@@ -14,8 +14,9 @@ import "github.com/jackc/pgx/v5/pgxpool"
 // Custom plans are made per execution from the table's current size, so
 // the look-ups stay on their indexes; planning costs well under a
 // millisecond per batch. The one exception is the insert of a batch's rows
-// (Store.Save sets plan_cache_mode = auto for it alone): custom plans
-// there would re-plan the foreign-key checks for every row.
+// (Store.Save sets plan_cache_mode = auto for the rest of the transaction
+// just before it): custom plans there would re-plan the foreign-key checks
+// for every row.
 func TunePool(cfg *pgxpool.Config) {
 	params := cfg.ConnConfig.RuntimeParams
 	if _, ok := params["plan_cache_mode"]; !ok {
