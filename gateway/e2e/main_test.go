@@ -4,7 +4,6 @@
 package e2e_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,10 +11,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -69,9 +66,7 @@ func start(t *testing.T, env ...string) *gateway {
 	rdb, prefix := testenv.Redis(t)
 	broker := testenv.Kafka(t)
 
-	cmd := exec.Command(binary)
-	cmd.Env = append([]string{
-		"PATH=" + os.Getenv("PATH"),
+	gw := testenv.StartBinary(t, binary, append([]string{
 		"HTTP_ADDR=127.0.0.1:0",
 		"DATABASE_URL=" + db.DSN,
 		"REDIS_ADDR=" + testenv.RedisAddr(),
@@ -81,69 +76,8 @@ func start(t *testing.T, env ...string) *gateway {
 		"JWT_SECRET=" + testSecret,
 		"LOG_LEVEL=debug",
 		"SHUTDOWN_TIMEOUT=10s",
-	}, env...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var output testenv.Output
-	cmd.Stderr = &output
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start gateway: %v", err)
-	}
-	addrc := make(chan string, 1)
-	scanDone := make(chan struct{})
-	go func() {
-		defer close(scanDone)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(&output, line)
-			var entry struct {
-				Msg  string `json:"msg"`
-				Addr string `json:"addr"`
-			}
-			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "http listening" {
-				select {
-				case addrc <- entry.Addr:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	waitc := make(chan error, 1)
-	go func() {
-		<-scanDone
-		waitc <- cmd.Wait()
-	}()
-
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM) // an error means it already exited
-		select {
-		case err := <-waitc:
-			if err != nil {
-				t.Errorf("gateway exited with %v; output:\n%s", err, output.String())
-			}
-		case <-time.After(60 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("gateway did not stop within 60s after SIGTERM; output:\n%s", output.String())
-		}
-		if t.Failed() {
-			t.Logf("gateway output:\n%s", output.String())
-		}
-	})
-
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-waitc:
-		waitc <- err
-		t.Fatalf("gateway exited before listening (%v); output:\n%s", err, output.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("gateway did not listen within 60s; output:\n%s", output.String())
-	}
+	}, env...), 60*time.Second, "http listening")
+	addr, output := gw.Addrs["http listening"], gw.Out
 	g := &gateway{t: t, base: "http://" + addr, db: db, rdb: rdb, prefix: prefix,
 		client: &http.Client{Timeout: 30 * time.Second}}
 	deadline := time.Now().Add(60 * time.Second)

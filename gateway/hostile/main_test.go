@@ -8,7 +8,6 @@
 package hostile_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,10 +17,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -75,7 +72,6 @@ func start(t *testing.T, o opts) *stack {
 	_, prefix := testenv.Redis(t)
 	broker := testenv.Kafka(t)
 	common := []string{
-		"PATH=" + os.Getenv("PATH"),
 		"DATABASE_URL=" + db.DSN,
 		"REDIS_ADDR=" + testenv.RedisAddr(),
 		"REDIS_PREFIX=" + prefix,
@@ -114,70 +110,11 @@ func start(t *testing.T, o opts) *stack {
 // exit; output is shown when the test failed.
 func run(t *testing.T, name string, env []string, listens bool) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, name))
-	cmd.Env = env
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var output testenv.Output
-	cmd.Stderr = &output
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	addrc := make(chan string, 1)
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(&output, line)
-			var entry struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "http listening" {
-				select {
-				case addrc <- entry.Addr:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	waitc := make(chan error, 1)
-	go func() { <-scanned; waitc <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-waitc:
-			if err != nil {
-				t.Errorf("%s exited with %v", name, err)
-			}
-		case <-time.After(60 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("%s did not stop within 60s of SIGTERM", name)
-		}
-		if t.Failed() {
-			out := output.String()
-			if len(out) > 12000 {
-				out = out[len(out)-12000:]
-			}
-			t.Logf("---- %s output (tail) ----\n%s", name, out)
-		}
-	})
 	if !listens {
+		testenv.StartBinary(t, filepath.Join(binDir, name), env, 60*time.Second)
 		return ""
 	}
-	select {
-	case addr := <-addrc:
-		return addr
-	case err := <-waitc:
-		waitc <- err
-		t.Fatalf("%s exited before listening (%v)", name, err)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s did not listen within 60s", name)
-	}
-	return ""
+	return testenv.StartBinary(t, filepath.Join(binDir, name), env, 60*time.Second, "http listening").Addrs["http listening"]
 }
 
 // httpClient opens a connection per request. With keep-alive, a burst of

@@ -130,13 +130,7 @@ func (p *process) waitOK(t *testing.T, url string) {
 }
 
 func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 }
 
 // startGateways runs n gateway binaries sharing a fresh database, Redis
