@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gofiber/contrib/websocket"
+	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gofiber/fiber/v2/utils"
@@ -123,6 +123,10 @@ func New(o Options) (*Server, error) {
 		IdleTimeout:       o.IdleTimeout,
 		ErrorHandler:      errorHandler(o.Logger),
 	})
+	// An upgraded WebSocket is handed to a goroutine of its own (package
+	// ws) and the handshake's goroutine ends, letting go of the request and
+	// its buffers; fasthttp must then leave the connection open.
+	s.app.Server().KeepHijackedConns = true
 	s.app.Use(recover.New(recover.Config{
 		EnableStackTrace: true,
 		StackTraceHandler: func(c *fiber.Ctx, e any) {
@@ -184,7 +188,7 @@ func (s *Server) routes() {
 // everything else to next.
 func (s *Server) upgradeOr(next fiber.Handler) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		if s.o.RoomUpgrade != nil && websocket.IsWebSocketUpgrade(c) {
+		if s.o.RoomUpgrade != nil && websocket.FastHTTPIsWebSocketUpgrade(c.Context()) {
 			return s.o.RoomUpgrade(c)
 		}
 		return next(c)

@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// Coalesced writes. The writer drains every frame already queued for its
-// connection when it wakes up and writes them with one write to the socket
-// instead of one per frame. Frames are built here (server frames are never
+// Coalesced writes. A writer takes every frame already queued for its
+// connection and writes them with one write to the socket instead of one
+// per frame. Frames are built here (server frames are never
 // masked and compression is off): a FIN text frame header, then the
 // payload. A single Write on a net.Conn is never interleaved with another
 // one, so control frames the websocket library writes from the reader
@@ -44,7 +44,8 @@ func appendTextFrame(b, payload []byte) []byte {
 type batch struct {
 	c      *conn
 	buf    *[]byte
-	frames int
+	frames int // data frames
+	ctl    int // prebuilt control frames (pings)
 	// born are the accept times of the message frames in buf, observed as
 	// delivered once the write succeeds.
 	born []int64
@@ -63,14 +64,20 @@ func (b *batch) add(data []byte, born int64) {
 	}
 }
 
+// addRaw appends a prebuilt frame (a control frame).
+func (b *batch) addRaw(frame []byte) {
+	*b.buf = append(*b.buf, frame...)
+	b.ctl++
+}
+
 // full reports whether the batch should be written before taking more.
 func (b *batch) full() bool {
-	return b.frames >= maxBatchFrames || len(*b.buf) >= maxBatchBytes
+	return b.frames+b.ctl >= maxBatchFrames || len(*b.buf) >= maxBatchBytes
 }
 
 // flush writes what the batch holds with one write.
 func (b *batch) flush() error {
-	if b.frames == 0 {
+	if b.frames+b.ctl == 0 {
 		return nil
 	}
 	c := b.c
@@ -79,7 +86,7 @@ func (b *batch) flush() error {
 	_, err := nc.Write(*b.buf)
 	*b.buf = (*b.buf)[:0]
 	n := b.frames
-	b.frames = 0
+	b.frames, b.ctl = 0, 0
 	if err != nil {
 		b.born = b.born[:0]
 		return err

@@ -10,7 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gofiber/contrib/websocket"
+	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -23,15 +24,17 @@ import (
 	"rooms/shared/tracing"
 )
 
-// frame is one queued outgoing text frame. seq is the message's seq for
-// message frames (0 for every other frame); the writer uses it to skip what
-// the connection already has and to repair a gap. born is the message's
-// accept time (its time_created) in Unix nanoseconds, for the delivery
-// latency metric (0: not measured).
+// frame is one queued outgoing frame. seq is the message's seq for message
+// frames (0 for every other frame); the writer uses it to skip what the
+// connection already has and to repair a gap. born is the message's accept
+// time (its time_created) in Unix nanoseconds, for the delivery latency
+// metric (0: not measured). raw frames are written as they are (pings);
+// the others are the payloads of text frames.
 type frame struct {
 	seq  int64
 	born int64
 	data []byte
+	raw  bool
 }
 
 // acceptedAt returns m's time_created in Unix nanoseconds, 0 when it does
@@ -44,7 +47,9 @@ func acceptedAt(m message.Message) int64 {
 	return t.UnixNano()
 }
 
-// conn is one open WebSocket.
+// conn is one open WebSocket. An idle one has a single goroutine, its
+// reader; writes start a writer goroutine only while there is something to
+// write (writer.go). Its state is kept small: a gateway holds thousands.
 type conn struct {
 	srv    *Server
 	ws     *websocket.Conn
@@ -53,128 +58,174 @@ type conn struct {
 	claims auth.Claims
 	userID string
 	v2     bool
-	logger *slog.Logger
+	slot   *slot
 
-	queue *frameQueue
-
-	closeOnce sync.Once
-	closing   chan struct{} // closed by close
-	closeCode int           // written once before closing is closed
+	// mu guards the fields below it up to last.
+	mu     sync.Mutex
+	frames []frame // queued, in order
+	// writing is held by the running writer, or by start until the first
+	// frames are written.
+	writing   bool
+	closed    bool // close was called
+	closeCode int
 	closeText string
+	finished  bool // the socket is closed; nothing more is queued
+	pingTimer *time.Timer
 
-	readerDone chan struct{} // closed when the reader loop has ended
-	done       chan struct{} // closed when the handler has cleaned up
-
-	// last is the highest seq written; owned by the writer goroutine.
+	// last is the highest seq written; it belongs to the holder of writing.
 	last int64
 
-	rateRefusals int // consecutive refused sends; reader goroutine only
+	endOnce    sync.Once
+	readerDone chan struct{} // closed when the reader loop has ended
+	writerDone chan struct{} // closed when the socket is closed (endWrites)
+	done       chan struct{} // closed when the connection has cleaned up
+
+	expiry       *time.Timer
+	joined       bool // presence joined; start, then the reader goroutine
+	rateRefusals int  // consecutive refused sends; reader goroutine only
 	lastTyping   time.Time
 }
 
-// enqueue queues f without ever blocking: a full queue means the client is
-// too slow and it is closed with 4008.
-func (c *conn) enqueue(f frame) {
-	if !c.queue.push(f) {
-		c.close(CloseTooSlow, "too slow")
-	}
-}
-
-// close asks the writer to send a close frame with code (0: none) and end
-// the connection. Only the first call counts.
-func (c *conn) close(code int, text string) {
-	c.closeOnce.Do(func() {
-		if code != 0 {
-			c.srv.m.Closed(code)
-		}
-		c.closeCode, c.closeText = code, text
-		close(c.closing)
-	})
+// log is the connection's logger (made when something is logged, which
+// is rare: a connection does not keep one).
+func (c *conn) log() *slog.Logger {
+	return c.srv.logger.With("conn_id", c.id, "room_id", c.roomID, "user_id", c.userID, "v2", c.v2)
 }
 
 func (c *conn) presenceConn() presence.Conn {
 	return presence.Conn{RoomID: c.roomID, ConnID: c.id, UserID: c.userID, Nickname: c.claims.Nickname}
 }
 
-// serve runs one upgraded connection: register for live delivery, read the
-// room's state, start the writer with the first frames, then read client
-// frames until the connection ends.
-func (s *Server) serve(ws *websocket.Conn) {
-	sess, _ := ws.Locals(sessionKey).(*session)
-	if sess == nil {
+// start runs an upgraded connection's first steps in the handshake's
+// goroutine: register for live delivery, read the room's state, join
+// presence, write the first frames. It then hands the connection to a reader
+// goroutine of its own (run) and returns, so that the handshake's goroutine
+// and the HTTP request it kept end; when the server does not keep hijacked
+// connections (keep false) it runs the reader itself instead.
+func (s *Server) start(ws *websocket.Conn, sess *session, keep bool) {
+	// The subprotocol is read first: the library's copy refers to the
+	// handshake response, which is reused once this goroutine ends.
+	v2 := ws.Subprotocol() == Subprotocol
+	if sess.slot != nil && !sess.slot.claim() {
+		// The slot expired before the connection started: it is no
+		// longer counted, so it must not stay open.
+		_ = ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(CloseTryAgainLater, "try again later"), time.Now().Add(time.Second))
+		_ = ws.NetConn().Close()
 		return
-	}
-	if sess.slot != nil {
-		defer sess.slot.release()
-		if !sess.slot.claim() {
-			// The slot expired before the connection started: it is no
-			// longer counted, so it must not stay open.
-			_ = ws.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(CloseTryAgainLater, "try again later"), time.Now().Add(time.Second))
-			return
-		}
 	}
 	c := &conn{
 		srv: s, ws: ws, id: uuid.NewString(), roomID: sess.roomID, claims: sess.claims,
-		userID: strconv.FormatInt(sess.claims.UserID, 10), v2: ws.Subprotocol() == Subprotocol,
-		queue: newFrameQueue(s.cfg.SendQueue), closing: make(chan struct{}),
-		readerDone: make(chan struct{}), done: make(chan struct{}),
+		userID: strconv.FormatInt(sess.claims.UserID, 10), v2: v2, slot: sess.slot,
+		writing:    true, // until the first frames are out
+		readerDone: make(chan struct{}), writerDone: make(chan struct{}), done: make(chan struct{}),
 	}
-	c.logger = s.logger.With("conn_id", c.id, "room_id", c.roomID, "user_id", c.userID, "v2", c.v2)
-	defer close(c.done)
-	open := s.m.ConnsLegacy
-	if c.v2 {
-		open = s.m.ConnsV2
-	}
-	open.Inc()
-	defer open.Dec()
+	s.openGauge(v2).Inc()
+	handedOff := false
+	defer func() {
+		if handedOff {
+			return
+		}
+		// A panic in these first steps (a bug) ends only this connection,
+		// with 1011.
+		if r := recover(); r != nil {
+			c.log().Error("websocket start panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			_ = ws.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(CloseInternal, "internal error"), time.Now().Add(time.Second))
+		}
+		c.endWrites()
+		c.cleanup()
+	}()
 
 	// Register first, then read the room's state: every message stored
 	// after that read is delivered live to this connection, and the writer
 	// skips live messages the first frames already cover.
 	s.hub.add(c)
-	defer s.hub.remove(c)
 	if s.draining.Load() {
 		c.close(CloseGoingAway, "server draining")
 	}
-
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	initial, last, err := s.initialFrames(ctx, c, sess.sinceSeq)
 	cancel()
 	if err != nil {
-		c.logger.Error("websocket initial state", "error", err)
+		c.log().Error("websocket initial state", "error", err)
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1011, "unavailable"), time.Now().Add(time.Second))
 		return
 	}
 
 	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if _, err := s.presence.Join(pctx, c.presenceConn()); err != nil {
-		c.logger.Warn("presence join failed", "error", err)
+		c.log().Warn("presence join failed", "error", err)
 	}
 	pcancel()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := s.presence.Leave(ctx, c.presenceConn()); err != nil {
-			c.logger.Warn("presence leave failed", "error", err)
-		}
-	}()
+	c.joined = true
 
-	var expiry *time.Timer
-	if !c.claims.ExpiresAt.IsZero() {
-		expiry = time.AfterFunc(time.Until(c.claims.ExpiresAt), func() { c.close(CloseTokenExpired, "token expired") })
-		defer expiry.Stop()
+	if err := c.writeInitial(initial); err != nil {
+		return
 	}
+	c.last = last
 
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop(initial, last)
-	}()
+	if !c.claims.ExpiresAt.IsZero() {
+		c.expiry = time.AfterFunc(time.Until(c.claims.ExpiresAt), func() { c.close(CloseTokenExpired, "token expired") })
+	}
+	c.mu.Lock()
+	c.pingTimer = time.AfterFunc(s.cfg.PingInterval, c.ping)
+	c.mu.Unlock()
+	c.releaseWrites()
+
+	handedOff = true
+	if keep {
+		go c.run()
+	} else {
+		c.run()
+	}
+}
+
+func (s *Server) openGauge(v2 bool) prometheus.Gauge {
+	if v2 {
+		return s.m.ConnsV2
+	}
+	return s.m.ConnsLegacy
+}
+
+// run reads client frames until the connection ends, then cleans up.
+func (c *conn) run() {
+	defer c.cleanup()
 	c.readLoopContained()
 	close(c.readerDone)
 	c.close(0, "")
-	<-writerDone
+	<-c.writerDone
+}
+
+// cleanup undoes start once the socket is closed: presence, timers,
+// registration, gauges, the connection's slot.
+func (c *conn) cleanup() {
+	defer close(c.done)
+	defer func() {
+		if r := recover(); r != nil {
+			c.log().Error("websocket cleanup panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	c.mu.Lock()
+	if c.pingTimer != nil {
+		c.pingTimer.Stop()
+	}
+	c.mu.Unlock()
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	if c.joined {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := c.srv.presence.Leave(ctx, c.presenceConn()); err != nil {
+			c.log().Warn("presence leave failed", "error", err)
+		}
+		cancel()
+	}
+	c.srv.hub.remove(c)
+	c.srv.openGauge(c.v2).Dec()
+	if c.slot != nil {
+		c.slot.release()
+	}
 }
 
 // initialFrames reads the room's state after registration and returns the
@@ -228,213 +279,6 @@ func (s *Server) initialFrames(ctx context.Context, c *conn, since int64) ([][]b
 	return frames, room.LastSeq, nil
 }
 
-// writeLoop is the only writer of the socket: first frames, then the queue,
-// pings, and finally the close frame.
-func (c *conn) writeLoop(initial [][]byte, last int64) {
-	cfg := c.srv.cfg
-	defer c.ws.Close()
-	// A panic here (a bug) ends only this connection: it is logged and the
-	// client gets 1011 before the socket closes (deferred above, so it runs
-	// after this).
-	defer func() {
-		if r := recover(); r != nil {
-			c.logger.Error("websocket writer panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			c.close(CloseInternal, "internal error")
-			_ = c.ws.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(CloseInternal, "internal error"), time.Now().Add(time.Second))
-		}
-	}()
-	if err := c.writeInitial(initial); err != nil {
-		c.close(0, "")
-		return
-	}
-	c.last = last
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
-	for {
-		// A pending close wins over queued frames.
-		select {
-		case <-c.closing:
-			c.writeClose()
-			return
-		default:
-		}
-		select {
-		case <-c.closing:
-			c.writeClose()
-			return
-		case <-c.queue.ready:
-			if err := c.writeQueued(); err != nil {
-				c.close(0, "")
-				c.logger.Debug("websocket write failed", "error", err)
-			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.close(0, "")
-			}
-		}
-	}
-}
-
-func (c *conn) write(b []byte) error {
-	_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
-		return err
-	}
-	c.srv.m.FramesOut.Inc()
-	return nil
-}
-
-// writeInitial writes the first frames, coalesced.
-func (c *conn) writeInitial(initial [][]byte) error {
-	b := c.newBatch()
-	defer b.release()
-	for _, data := range initial {
-		b.add(data, 0)
-		if b.full() {
-			if err := b.flush(); err != nil {
-				return err
-			}
-		}
-	}
-	return b.flush()
-}
-
-// writeQueued writes every queued frame, coalesced into as few socket
-// writes as a batch's bounds allow, skipping message frames the connection
-// already has and first repairing a gap before a later one from
-// PostgreSQL, so that each seq reaches the client once and in order.
-func (c *conn) writeQueued() error {
-	b := c.newBatch()
-	defer b.release()
-	for {
-		fs := c.queue.take()
-		if len(fs) == 0 {
-			return b.flush()
-		}
-		if ok, err := c.addAll(b, fs); err != nil {
-			return err
-		} else if !ok {
-			// A gap could not be repaired: the connection is closing;
-			// what came before the gap still goes out.
-			return b.flush()
-		}
-		select {
-		case <-c.closing:
-			return b.flush()
-		default:
-		}
-	}
-}
-
-// flushQueue writes what is queued now, coalesced, within one
-// WriteTimeout (the connection is closing).
-func (c *conn) flushQueue() error {
-	b := c.newBatch()
-	defer b.release()
-	if _, err := c.addAll(b, c.queue.take()); err != nil {
-		return err
-	}
-	return b.flush()
-}
-
-// addAll adds fs to b in order, writing b out whenever it is full. It
-// reports false when a gap could not be repaired (see addFrame); the frames
-// after it are dropped.
-func (c *conn) addAll(b *batch, fs []frame) (bool, error) {
-	for _, f := range fs {
-		if !c.addFrame(b, f) {
-			return false, nil
-		}
-		if b.full() {
-			if err := b.flush(); err != nil {
-				return true, err
-			}
-		}
-	}
-	return true, nil
-}
-
-// addFrame adds f to b unless the connection already has it; a message
-// frame after a gap first flushes b and writes the missing seqs. It
-// reports false when the gap could not be repaired (the connection is then
-// closed with 4008 so its client resumes).
-func (c *conn) addFrame(b *batch, f frame) bool {
-	if f.seq == 0 {
-		b.add(f.data, 0)
-		return true
-	}
-	if f.seq <= c.last {
-		return true
-	}
-	if f.seq > c.last+1 {
-		err := b.flush()
-		if err == nil {
-			err = c.repair(f.seq)
-		}
-		if err != nil {
-			c.logger.Warn("connection gap repair failed", "after_seq", c.last, "seq", f.seq, "error", err)
-			c.close(CloseTooSlow, "missed messages, resume")
-			return false
-		}
-	}
-	b.add(f.data, f.born)
-	c.last = f.seq
-	return true
-}
-
-var errGap = errors.New("gap too large or not stored")
-
-func (c *conn) repair(before int64) error {
-	n := before - c.last - 1
-	if n > int64(c.srv.cfg.MaxReplay) {
-		return errGap
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	msgs, err := c.srv.deps.Store.MessagesAfter(ctx, c.roomID, c.last, int(n))
-	if err != nil {
-		return err
-	}
-	for _, m := range msgs {
-		if m.Seq != c.last+1 {
-			return errGap
-		}
-		b := encodeLegacyMessage(m)
-		if c.v2 {
-			b = encodeV2Message(m)
-		}
-		if err := c.write(b); err != nil {
-			return err
-		}
-		c.last = m.Seq
-	}
-	if c.last != before-1 {
-		return errGap
-	}
-	return nil
-}
-
-// writeClose sends the close frame and gives the client a moment to answer
-// it, so that the close code reaches the client before the TCP connection
-// ends.
-func (c *conn) writeClose() {
-	if c.closeCode == 0 {
-		return
-	}
-	// A drain's close comes after what is queued (the acks Drain waited
-	// for); other closes skip the queue (a too slow client's is long).
-	if c.closeCode == CloseGoingAway {
-		_ = c.flushQueue()
-	}
-	_ = c.ws.WriteControl(websocket.CloseMessage,
-		websocket.FormatCloseMessage(c.closeCode, c.closeText), time.Now().Add(c.srv.cfg.WriteTimeout))
-	select {
-	case <-c.readerDone:
-	case <-time.After(2 * time.Second):
-	}
-}
-
 // readLoop reads client frames until the connection fails or closes.
 func (c *conn) readLoop() {
 	cfg := c.srv.cfg
@@ -454,10 +298,8 @@ func (c *conn) readLoop() {
 		// Any frame proves the peer is alive.
 		_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
 		c.srv.m.FramesIn.Inc()
-		select {
-		case <-c.closing:
+		if c.isClosed() {
 			return
-		default:
 		}
 		c.handle(data)
 	}
@@ -468,7 +310,7 @@ func (c *conn) readLoop() {
 func (c *conn) readLoopContained() {
 	defer func() {
 		if r := recover(); r != nil {
-			c.logger.Error("websocket reader panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			c.log().Error("websocket reader panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			c.close(CloseInternal, "internal error")
 		}
 	}()
@@ -496,7 +338,7 @@ func (c *conn) handle(data []byte) {
 			c.lastTyping = now
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			if err := c.srv.presence.Typing(ctx, c.presenceConn()); err != nil {
-				c.logger.Warn("publish typing failed", "error", err)
+				c.log().Warn("publish typing failed", "error", err)
 			}
 			cancel()
 		}
@@ -532,7 +374,7 @@ func (c *conn) send(content, clientMsgID string) {
 	cancel()
 	if err != nil {
 		// Fail open: a rate-limit store outage must not stop the chat.
-		c.logger.Warn("send rate limit check failed", "error", err)
+		c.log().Warn("send rate limit check failed", "error", err)
 		ok = true
 	}
 	if !ok {
@@ -606,7 +448,7 @@ func (c *conn) send(content, clientMsgID string) {
 	} else {
 		mt.FailedBusy.Inc()
 		if !errors.Is(err, produce.ErrQueueFull) && !errors.Is(err, produce.ErrUnavailable) {
-			c.logger.Error("produce message", "error", err, traceAttr)
+			c.log().Error("produce message", "error", err, traceAttr)
 		}
 		c.enqueue(frame{data: encodeError(message.CodeUnavail, "service busy, retry", clientMsgID)})
 	}

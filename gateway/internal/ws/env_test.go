@@ -15,7 +15,6 @@ import (
 	"time"
 
 	fws "github.com/fasthttp/websocket"
-	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
@@ -100,9 +99,10 @@ func newEnvWith(t *testing.T, tune func(*ws.Config), wrap func(ws.Deps) ws.Deps)
 	t.Cleanup(func() { cancel(); <-runDone })
 
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Server().KeepHijackedConns = true
 	upgrade := e.srv.Upgrade()
 	app.Get("/api/chat/rooms/:id", func(c *fiber.Ctx) error {
-		if websocket.IsWebSocketUpgrade(c) {
+		if fws.FastHTTPIsWebSocketUpgrade(c.Context()) {
 			return upgrade(c)
 		}
 		return c.SendStatus(http.StatusNotFound)

@@ -112,6 +112,7 @@ func (s *slot) claim() bool {
 	s.claimed = true
 	if s.timer != nil {
 		s.timer.Stop()
+		s.timer = nil // an open socket keeps its slot; the timer is done
 	}
 	return true
 }

@@ -4,10 +4,13 @@
 //
 // A Server owns this gateway's sockets. Its handler authenticates and
 // checks the request before the upgrade; after it, each connection has one
-// reader loop (the handler's goroutine) and one writer goroutine draining a
-// bounded queue. Nothing ever waits on a slow client: when its queue is
-// full, the connection is closed with 4008 and the client resumes with
-// since_seq. Live messages come from the fan-out reader (package fanout),
+// goroutine, its reader, and a bounded queue of outgoing frames that a
+// writer goroutine drains only while there is something to write (see
+// writer.go). Nothing ever waits on a slow client: when its queue is full,
+// the connection is closed with 4008 and the client resumes with
+// since_seq. The Fiber app serving Upgrade should set its fasthttp
+// server's KeepHijackedConns (httpapi does), so that the handshake's
+// goroutine and request state are let go once a socket is open. Live messages come from the fan-out reader (package fanout),
 // which the Server runs, through a sharded hub that encodes each message
 // once per protocol.
 //
@@ -21,16 +24,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gofiber/contrib/websocket"
+	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 
 	"rooms/gateway/internal/auth"
@@ -190,7 +193,7 @@ type Server struct {
 	hub      *hub
 	reader   *fanout.Reader
 	presence *presence.Registry
-	handler  fiber.Handler
+	upgrader websocket.FastHTTPUpgrader
 	limits   *connLimiter
 	m        *metrics.WS
 	tracer   trace.Tracer
@@ -217,29 +220,20 @@ func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 	s.hub = newHub(nil)
 	s.reader = fanout.New(deps.Redis, cfg.RedisPrefix, deps.Store, s.hub, logger, fanout.Options{Metrics: deps.Metrics.Fanout, Tracer: deps.Tracer})
 	s.hub.tracker = s.reader
-	s.handler = websocket.New(s.serve, websocket.Config{
+	s.upgrader = websocket.FastHTTPUpgrader{
 		Subprotocols: []string{Subprotocol},
 		// Client frames are small chat messages; a larger frame is read
 		// past the buffer (bufio reads big reads directly). Every open
 		// socket holds this buffer.
-		ReadBufferSize:  1024,
+		ReadBufferSize: 1024,
+		// The library writes only control frames (pings' answers, close
+		// frames), each with a buffer of its own; deliveries are written
+		// by the connection's batch (batchwrite.go).
 		WriteBufferSize: 4096,
-		// Frames the library writes (the first frames, pings, close
-		// frames) borrow a pooled buffer, so an idle connection holds none;
-		// deliveries are written by the connection's batch (batchwrite.go).
 		WriteBufferPool: &writeBuffers,
-		// A panic in the connection's handler goroutine outside the reader
-		// loop (which recovers by itself) ends only that connection, with
-		// 1011; Fiber's recover middleware does not cover hijacked
-		// connections.
-		RecoverHandler: func(c *websocket.Conn) {
-			if r := recover(); r != nil {
-				logger.Error("websocket handler panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-				_ = c.WriteControl(websocket.CloseMessage,
-					websocket.FormatCloseMessage(CloseInternal, "internal error"), time.Now().Add(time.Second))
-			}
-		},
-	})
+		// Upgrade has checked the origin against AllowedOrigins.
+		CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
+	}
 	return s
 }
 
@@ -360,8 +354,6 @@ const unclaimedSlotTimeout = 30 * time.Second
 // a connection limit.
 const retryAfterConns = "5"
 
-const sessionKey = "ws.session"
-
 func apiError(c *fiber.Ctx, status int, code, msg string) error {
 	return c.Status(status).JSON(fiber.Map{"code": code, "message": msg})
 }
@@ -414,15 +406,19 @@ func (s *Server) Upgrade() fiber.Handler {
 			c.Set(fiber.HeaderRetryAfter, retryAfterConns)
 			return apiError(c, fiber.StatusTooManyRequests, "rate_limited", "too many open connections for this user")
 		}
-		c.Locals(sessionKey, &session{claims: claims, roomID: roomID, sinceSeq: since, slot: sl})
-		err = s.handler(c)
+		sess := &session{claims: claims, roomID: roomID, sinceSeq: since, slot: sl}
+		keep := c.App().Server().KeepHijackedConns
+		err = s.upgrader.Upgrade(c.Context(), func(wc *websocket.Conn) { s.start(wc, sess, keep) })
 		if !c.Context().Hijacked() {
 			// Not upgraded: the connection will never start.
 			sl.release()
 		} else {
 			sl.expireUnclaimed(unclaimedSlotTimeout)
 		}
-		return err
+		if err != nil {
+			return fiber.ErrUpgradeRequired
+		}
+		return nil
 	}
 }
 

@@ -11,11 +11,17 @@ import (
 	"time"
 )
 
+// goMem is the Go memory a gateway holds in use: heap spans and goroutine
+// stacks.
+type goMem struct{ Heap, Stack int64 }
+
+func (m goMem) total() int64 { return m.Heap + m.Stack }
+
 // goInUse is the Go memory a gateway holds in use right after a garbage
 // collection: its admin server's pprof heap endpoint is asked to collect
 // first (gc=1), then heap and stack in-use bytes are read from /metrics.
 // Unlike RSS it does not move with where the collector is in its cycle.
-func goInUse(ctx context.Context, admin string) (int64, error) {
+func goInUse(ctx context.Context, admin string) (goMem, error) {
 	c := http.Client{Timeout: 30 * time.Second}
 	get := func(path string) (*http.Response, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(admin, "/")+path, nil)
@@ -34,56 +40,58 @@ func goInUse(ctx context.Context, admin string) (int64, error) {
 	}
 	resp, err := get("/debug/pprof/heap?gc=1")
 	if err != nil {
-		return 0, err
+		return goMem{}, err
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	resp, err = get("/metrics")
 	if err != nil {
-		return 0, err
+		return goMem{}, err
 	}
 	defer resp.Body.Close()
 	return parseGoInUse(resp.Body)
 }
 
-// parseGoInUse sums go_memstats_heap_inuse_bytes and
+// parseGoInUse reads go_memstats_heap_inuse_bytes and
 // go_memstats_stack_inuse_bytes of a Prometheus text exposition.
-func parseGoInUse(r io.Reader) (int64, error) {
-	want := map[string]bool{"go_memstats_heap_inuse_bytes": true, "go_memstats_stack_inuse_bytes": true}
-	var sum float64
+func parseGoInUse(r io.Reader) (goMem, error) {
+	var m goMem
+	want := map[string]*int64{"go_memstats_heap_inuse_bytes": &m.Heap, "go_memstats_stack_inuse_bytes": &m.Stack}
 	found := 0
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !want[name] {
+		dst := want[name]
+		if !ok || dst == nil {
 			continue
 		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
 		if err != nil {
-			return 0, fmt.Errorf("%s: %w", name, err)
+			return goMem{}, fmt.Errorf("%s: %w", name, err)
 		}
-		sum += v
+		*dst = int64(v)
 		found++
 	}
 	if err := sc.Err(); err != nil {
-		return 0, err
+		return goMem{}, err
 	}
 	if found != len(want) {
-		return 0, fmt.Errorf("metrics lack go_memstats_heap_inuse_bytes or go_memstats_stack_inuse_bytes")
+		return goMem{}, fmt.Errorf("metrics lack go_memstats_heap_inuse_bytes or go_memstats_stack_inuse_bytes")
 	}
-	return int64(sum), nil
+	return m, nil
 }
 
 // goInUseAll sums goInUse over the admin URLs.
-func goInUseAll(ctx context.Context, admins []string) (int64, error) {
-	var sum int64
+func goInUseAll(ctx context.Context, admins []string) (goMem, error) {
+	var sum goMem
 	for _, a := range admins {
 		v, err := goInUse(ctx, a)
 		if err != nil {
-			return 0, err
+			return goMem{}, err
 		}
-		sum += v
+		sum.Heap += v.Heap
+		sum.Stack += v.Stack
 	}
 	return sum, nil
 }

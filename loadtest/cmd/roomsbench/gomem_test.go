@@ -17,8 +17,8 @@ go_goroutines 12
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != 15_500_000 {
-		t.Fatalf("got %d, want 15500000", got)
+	if got != (goMem{Heap: 12_000_000, Stack: 3_500_000}) || got.total() != 15_500_000 {
+		t.Fatalf("got %+v, want heap 12000000 and stack 3500000", got)
 	}
 	if _, err := parseGoInUse(strings.NewReader("go_goroutines 3\n")); err == nil {
 		t.Fatal("no error for metrics without the memory gauges")

@@ -350,7 +350,7 @@ func (b *bench) connect(ctx context.Context) (report.Workload, error) {
 		return sum, each
 	}
 	baseline, _ := gateways(b.sampler.RSS())
-	var goBefore int64
+	var goBefore goMem
 	var goErr error
 	if len(cfg.AdminTargets) > 0 {
 		goBefore, goErr = goInUseAll(ctx, cfg.AdminTargets)
@@ -410,17 +410,20 @@ func (b *bench) connect(ctx context.Context) (report.Workload, error) {
 		wl.Extra[name+"_rss_idle_mb"] = float64(v) / (1 << 20)
 	}
 	if len(cfg.AdminTargets) > 0 {
-		var goAfter int64
+		var goAfter goMem
 		if goErr == nil {
 			goAfter, goErr = goInUseAll(ctx, cfg.AdminTargets)
 		}
 		if goErr != nil {
 			wl.Extra["gateway_go_memory_error"] = goErr.Error()
 		} else {
-			wl.Extra["gateway_go_inuse_before_mb"] = float64(goBefore) / (1 << 20)
-			wl.Extra["gateway_go_inuse_idle_mb"] = float64(goAfter) / (1 << 20)
+			wl.Extra["gateway_go_inuse_before_mb"] = float64(goBefore.total()) / (1 << 20)
+			wl.Extra["gateway_go_inuse_idle_mb"] = float64(goAfter.total()) / (1 << 20)
 			if connected > 0 {
-				wl.Extra["gateway_go_kb_per_idle_connection"] = float64(goAfter-goBefore) / float64(connected) / 1024
+				per := func(after, before int64) float64 { return float64(after-before) / float64(connected) / 1024 }
+				wl.Extra["gateway_go_kb_per_idle_connection"] = per(goAfter.total(), goBefore.total())
+				wl.Extra["gateway_go_heap_kb_per_idle_connection"] = per(goAfter.Heap, goBefore.Heap)
+				wl.Extra["gateway_go_stack_kb_per_idle_connection"] = per(goAfter.Stack, goBefore.Stack)
 			}
 		}
 	}
