@@ -52,6 +52,13 @@ func newEnv(t *testing.T, tune func(*ws.Config)) *env {
 // fault injection around the real ones).
 func newEnvWith(t *testing.T, tune func(*ws.Config), wrap func(ws.Deps) ws.Deps) *env {
 	t.Helper()
+	return newEnvServing(t, tune, wrap, true)
+}
+
+// newEnvServing is newEnvWith with the HTTP server's KeepHijackedConns set
+// to keepHijacked (the gateway sets it; ws works either way).
+func newEnvServing(t *testing.T, tune func(*ws.Config), wrap func(ws.Deps) ws.Deps, keepHijacked bool) *env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	e := &env{t: t, db: testenv.Postgres(t)}
@@ -99,7 +106,7 @@ func newEnvWith(t *testing.T, tune func(*ws.Config), wrap func(ws.Deps) ws.Deps)
 	t.Cleanup(func() { cancel(); <-runDone })
 
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
-	app.Server().KeepHijackedConns = true
+	app.Server().KeepHijackedConns = keepHijacked
 	upgrade := e.srv.Upgrade()
 	app.Get("/api/chat/rooms/:id", func(c *fiber.Ctx) error {
 		if fws.FastHTTPIsWebSocketUpgrade(c.Context()) {

@@ -1,6 +1,7 @@
 package ws_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -160,4 +161,47 @@ func TestIdleSocketIsPingedAndKeptByPongs(t *testing.T) {
 	// fresh socket shows the server still serves this user.
 	c2 := e.dial(tok, true, "")
 	c2.next("welcome")
+}
+
+// Served by an HTTP server that does not keep hijacked connections, a
+// socket is read by the handshake's goroutine instead; everything else
+// works the same, closes included.
+func TestSocketsWorkWhenHijackedConnsAreNotKept(t *testing.T) {
+	e := newEnvServing(t, nil, nil, false)
+	_, tok := e.user("alice")
+	_, bobTok := e.user("bob")
+	a := e.dial(tok, true, "")
+	a.next("welcome")
+	legacy := e.dial(bobTok, false, "")
+	legacy.read()
+	a.send(map[string]any{"type": "send", "content": "hello", "client_msg_id": "k-1"})
+	if ack := a.next("ack"); ack["client_msg_id"] != "k-1" {
+		t.Fatalf("ack %v", ack)
+	}
+	if m := a.next("message"); m["content"] != "hello" {
+		t.Fatalf("message %v", m)
+	}
+	for {
+		if m := legacy.frame(); m["content"] == "hello" {
+			break
+		}
+	}
+	_, short := e.userExpiring("carol", time.Now().Add(time.Second), "")
+	c := e.dial(short, true, "")
+	c.next("welcome")
+	if code := c.closeCode(); code != ws.CloseTokenExpired {
+		t.Fatalf("expiry close code %d", code)
+	}
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		drained <- e.srv.Drain(ctx)
+	}()
+	if code := a.closeCode(); code != ws.CloseGoingAway {
+		t.Fatalf("drain close code %d", code)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
 }
