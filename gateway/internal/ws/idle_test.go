@@ -129,8 +129,8 @@ func TestServerCloseEndsSocketWithoutClientAnswer(t *testing.T) {
 // answers stays connected past PongTimeout.
 func TestIdleSocketIsPingedAndKeptByPongs(t *testing.T) {
 	e := newEnv(t, func(c *ws.Config) {
-		c.PingInterval = 100 * time.Millisecond
-		c.PongTimeout = 500 * time.Millisecond
+		c.PingInterval = 200 * time.Millisecond
+		c.PongTimeout = 2 * time.Second
 	})
 	_, tok := e.user("alice")
 	c := e.dial(tok, true, "")
@@ -141,7 +141,7 @@ func TestIdleSocketIsPingedAndKeptByPongs(t *testing.T) {
 		return c.c.WriteControl(fws.PongMessage, []byte(data), time.Now().Add(time.Second))
 	})
 	// Read (which answers pings) until well past PongTimeout.
-	_ = c.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
 		_, b, err := c.c.ReadMessage()
 		if err == nil {
@@ -155,7 +155,7 @@ func TestIdleSocketIsPingedAndKeptByPongs(t *testing.T) {
 		break
 	}
 	if got := pings.Load(); got < 3 {
-		t.Fatalf("%d pings in 2 s at a 100 ms interval, want several", got)
+		t.Fatalf("%d pings in 5 s at a 200 ms interval, want several", got)
 	}
 	// A timed-out read leaves the client's conn unusable for reads; a
 	// fresh socket shows the server still serves this user.
