@@ -87,7 +87,7 @@ func TestIdleConnectionsHoldOneGoroutineEach(t *testing.T) {
 // closes the socket itself rather than leave it to the read deadline.
 func TestServerCloseEndsSocketWithoutClientAnswer(t *testing.T) {
 	e := newEnv(t, func(c *ws.Config) { c.PongTimeout = 10 * time.Minute })
-	_, tok := e.userExpiring("alice", time.Now().Add(time.Second), "")
+	_, tok := e.userExpiring("alice", time.Now().Add(3*time.Second), "")
 	c := e.dial(tok, true, "")
 	c.next("welcome")
 	// Never answer the close frame.
@@ -186,7 +186,7 @@ func TestSocketsWorkWhenHijackedConnsAreNotKept(t *testing.T) {
 			break
 		}
 	}
-	_, short := e.userExpiring("carol", time.Now().Add(time.Second), "")
+	_, short := e.userExpiring("carol", time.Now().Add(3*time.Second), "")
 	c := e.dial(short, true, "")
 	c.next("welcome")
 	if code := c.closeCode(); code != ws.CloseTokenExpired {
