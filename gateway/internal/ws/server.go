@@ -10,9 +10,9 @@
 // the connection is closed with 4008 and the client resumes with
 // since_seq. The Fiber app serving Upgrade should set its fasthttp
 // server's KeepHijackedConns (httpapi does), so that the handshake's
-// goroutine and request state are let go once a socket is open. Live messages come from the fan-out reader (package fanout),
-// which the Server runs, through a sharded hub that encodes each message
-// once per protocol.
+// goroutine and request state are let go once a socket is open. Live
+// messages come from the fan-out reader (package fanout), which the Server
+// runs, through a sharded hub that encodes each message once per protocol.
 //
 // Close codes: 1001 draining, 1008 policy, 1009 frame over 16 KiB, 4001
 // token expired or login revoked, 4008 too slow, 4029 sustained rate-limit
@@ -226,9 +226,9 @@ func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 		// past the buffer (bufio reads big reads directly). Every open
 		// socket holds this buffer.
 		ReadBufferSize: 1024,
-		// The library writes only control frames (pings' answers, close
-		// frames), each with a buffer of its own; deliveries are written
-		// by the connection's batch (batchwrite.go).
+		// The library writes only control frames (pongs, close frames),
+		// each with a buffer of its own; every other frame is written by
+		// the connection's batch (batchwrite.go).
 		WriteBufferSize: 4096,
 		WriteBufferPool: &writeBuffers,
 		// Upgrade has checked the origin against AllowedOrigins.
