@@ -518,3 +518,53 @@ func TestTokenExpiryAndRevocationClose4001(t *testing.T) {
 	other.send(map[string]any{"type": "ping"})
 	other.next("pong")
 }
+
+// A live message that arrives after a gap (the fan-out skipped seqs) is
+// preceded by the missing ones, read from PostgreSQL, in order; a gap the
+// store cannot fill closes the socket with 4008 so that the client
+// resumes.
+func TestConnectionRepairsAGapFromTheStore(t *testing.T) {
+	e := newEnv(t, nil)
+	aliceID, tok := e.user("alice")
+	c := e.dial(tok, true, "")
+	if w := c.next("welcome"); w["last_seq"] != 0.0 {
+		t.Fatalf("welcome %v", w)
+	}
+	// Three stored messages of which only the last is fanned out.
+	ctx := context.Background()
+	var stored []message.Message
+	for i := 1; i <= 3; i++ {
+		m := message.Message{
+			ID:     fmt.Sprintf("0193a1b2-0000-7000-8000-%012d", i),
+			RoomID: strconv.FormatInt(e.room, 10), UserID: strconv.FormatInt(aliceID, 10), Nickname: "alice",
+			Seq: int64(i), Content: fmt.Sprintf("gap %d", i), TimeCreated: message.FormatTime(time.Now()),
+		}
+		if _, err := e.db.Pool.Exec(ctx, `INSERT INTO messages (room_id, seq, id, user_id, nickname, content, time_created)
+			VALUES ($1,$2,$3,$4,$5,$6,now())`, e.room, m.Seq, m.ID, aliceID, m.Nickname, m.Content); err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, m)
+	}
+	if _, err := e.db.Pool.Exec(ctx, `UPDATE rooms SET last_seq = 3 WHERE id = $1`, e.room); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.fanOut(ctx, stored[2]); err != nil {
+		t.Fatal(err)
+	}
+	for want := 1; want <= 3; want++ {
+		m := c.next("message")
+		if m["seq"] != float64(want) || m["content"] != fmt.Sprintf("gap %d", want) {
+			t.Fatalf("got %v, want seq %d", m, want)
+		}
+	}
+
+	// Seq 10 while the store ends at 3: nothing can fill 4..9.
+	late := stored[2]
+	late.Seq, late.ID, late.Content = 10, "0193a1b2-0000-7000-8000-000000000010", "gap 10"
+	if err := e.fanOut(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.closeCode(); code != ws.CloseTooSlow {
+		t.Fatalf("close code %d, want %d", code, ws.CloseTooSlow)
+	}
+}
