@@ -55,19 +55,29 @@ func (c *conn) newBatch() *batch {
 	return &batch{c: c, buf: batchBufs.Get().(*[]byte)}
 }
 
-// add appends one frame.
-func (b *batch) add(data []byte, born int64) {
+// put appends one text frame and writes the batch out once it is full.
+func (b *batch) put(data []byte, born int64) error {
 	*b.buf = appendTextFrame(*b.buf, data)
 	b.frames++
 	if born != 0 {
 		b.born = append(b.born, born)
 	}
+	return b.flushIfFull()
 }
 
-// addRaw appends a prebuilt frame (a control frame).
-func (b *batch) addRaw(frame []byte) {
+// putRaw appends a prebuilt frame (a control frame) and writes the batch
+// out once it is full.
+func (b *batch) putRaw(frame []byte) error {
 	*b.buf = append(*b.buf, frame...)
 	b.ctl++
+	return b.flushIfFull()
+}
+
+func (b *batch) flushIfFull() error {
+	if b.full() {
+		return b.flush()
+	}
+	return nil
 }
 
 // full reports whether the batch should be written before taking more.

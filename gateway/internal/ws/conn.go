@@ -160,7 +160,7 @@ func (s *Server) start(ws *websocket.Conn, sess *session, keep bool) {
 	pcancel()
 	c.joined = true
 
-	if err := c.writeInitial(initial); err != nil {
+	if err := c.writeFrames(initial); err != nil {
 		return
 	}
 	c.last = last
@@ -229,8 +229,10 @@ func (c *conn) cleanup() {
 }
 
 // initialFrames reads the room's state after registration and returns the
-// frames to send first and the last seq they cover.
-func (s *Server) initialFrames(ctx context.Context, c *conn, since int64) ([][]byte, int64, error) {
+// frames to send first and the last seq they cover. Their seq is left 0:
+// they are written as they are, before the skip and repair of live frames
+// apply.
+func (s *Server) initialFrames(ctx context.Context, c *conn, since int64) ([]frame, int64, error) {
 	if !c.v2 {
 		msgs, err := s.deps.Store.LatestMessages(ctx, c.roomID, s.cfg.History)
 		if err != nil {
@@ -240,7 +242,7 @@ func (s *Server) initialFrames(ctx context.Context, c *conn, since int64) ([][]b
 		if n := len(msgs); n > 0 {
 			last = msgs[n-1].Seq
 		}
-		return [][]byte{encodeLegacyHistory(msgs)}, last, nil
+		return []frame{{data: encodeLegacyHistory(msgs)}}, last, nil
 	}
 	room, err := s.deps.Store.Room(ctx, c.roomID)
 	if err != nil {
@@ -251,30 +253,30 @@ func (s *Server) initialFrames(ctx context.Context, c *conn, since int64) ([][]b
 		Nickname: c.claims.Nickname, LastSeq: room.LastSeq, Recovered: true,
 	}
 	if since < 0 || since == room.LastSeq {
-		return [][]byte{mustJSON(w)}, room.LastSeq, nil
+		return []frame{{data: mustJSON(w)}}, room.LastSeq, nil
 	}
 	if since > room.LastSeq || room.LastSeq-since > int64(s.cfg.MaxReplay) {
 		w.Recovered = false
-		return [][]byte{mustJSON(w)}, room.LastSeq, nil
+		return []frame{{data: mustJSON(w)}}, room.LastSeq, nil
 	}
 	msgs, err := s.deps.Store.MessagesAfter(ctx, c.roomID, since, int(room.LastSeq-since))
 	if err != nil {
 		return nil, 0, err
 	}
-	frames := [][]byte{mustJSON(w)}
+	frames := []frame{{data: mustJSON(w)}}
 	next := since + 1
 	for _, m := range msgs {
 		if m.Seq != next {
 			break
 		}
-		frames = append(frames, encodeV2Message(m))
+		frames = append(frames, frame{data: encodeV2Message(m)})
 		next++
 	}
 	if next-1 != room.LastSeq {
 		// The store did not return every seq it claims to have: do not
 		// pretend to have recovered.
 		w.Recovered = false
-		return [][]byte{mustJSON(w)}, room.LastSeq, nil
+		return []frame{{data: mustJSON(w)}}, room.LastSeq, nil
 	}
 	return frames, room.LastSeq, nil
 }

@@ -50,17 +50,8 @@ func TestIdleConnectionsHoldOneGoroutineEach(t *testing.T) {
 	const slack = 8
 	settled := func(what string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			extra := runtime.NumGoroutine() - base
-			if extra <= n+slack {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d more goroutines for %d idle sockets, want at most %d", what, extra, n, n+slack)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitFor(t, fmt.Sprintf("%s: at most %d goroutines more than before for %d idle sockets", what, n+slack, n),
+			func() bool { return runtime.NumGoroutine()-base <= n+slack })
 	}
 	settled("after connecting")
 

@@ -228,7 +228,9 @@ func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 		ReadBufferSize: 1024,
 		// The library writes only control frames (pongs, close frames),
 		// each with a buffer of its own; every other frame is written by
-		// the connection's batch (batchwrite.go).
+		// the connection's batch (batchwrite.go). The pool still matters:
+		// without one the library gives every socket a write buffer of
+		// its own up front.
 		WriteBufferSize: 4096,
 		WriteBufferPool: &writeBuffers,
 		// Upgrade has checked the origin against AllowedOrigins.

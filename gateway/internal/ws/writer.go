@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"rooms/shared/message"
 )
 
 // The write side of a connection has no goroutine of its own while the
@@ -174,26 +176,6 @@ func (c *conn) writeFrames(fs []frame) error {
 			// what came before the gap still goes out.
 			break
 		}
-		if b.full() {
-			if err := b.flush(); err != nil {
-				return err
-			}
-		}
-	}
-	return b.flush()
-}
-
-// writeInitial writes the first frames, coalesced.
-func (c *conn) writeInitial(initial [][]byte) error {
-	b := c.newBatch()
-	defer b.release()
-	for _, data := range initial {
-		b.add(data, 0)
-		if b.full() {
-			if err := b.flush(); err != nil {
-				return err
-			}
-		}
 	}
 	return b.flush()
 }
@@ -201,73 +183,66 @@ func (c *conn) writeInitial(initial [][]byte) error {
 // addFrame adds f to b unless the connection already has it; a message
 // frame after a gap first has the missing seqs added from the store. It
 // reports false when the gap could not be repaired (the connection is then
-// closed with 4008 so its client resumes).
+// closed with 4008 so its client resumes), and the error of a socket write
+// (a batch is written out whenever it is full).
 func (c *conn) addFrame(b *batch, f frame) (bool, error) {
 	switch {
 	case f.raw:
-		b.addRaw(f.data)
-		return true, nil
+		return true, b.putRaw(f.data)
 	case f.seq == 0:
-		b.add(f.data, 0)
-		return true, nil
+		return true, b.put(f.data, 0)
 	case f.seq <= c.last:
 		return true, nil
 	case f.seq > c.last+1:
-		if err := c.repair(b, f.seq); err != nil {
-			var werr writeError
-			if errors.As(err, &werr) {
-				return false, werr.err
+		msgs, gapErr := c.repair(f.seq)
+		for _, m := range msgs {
+			data := encodeLegacyMessage(m)
+			if c.v2 {
+				data = encodeV2Message(m)
 			}
-			c.log().Warn("connection gap repair failed", "after_seq", c.last, "seq", f.seq, "error", err)
+			if err := b.put(data, 0); err != nil {
+				return false, err
+			}
+			c.last = m.Seq
+		}
+		if gapErr != nil {
+			c.log().Warn("connection gap repair failed", "after_seq", c.last, "seq", f.seq, "error", gapErr)
 			c.close(CloseTooSlow, "missed messages, resume")
 			return false, nil
 		}
 	}
-	b.add(f.data, f.born)
+	if err := b.put(f.data, f.born); err != nil {
+		return false, err
+	}
 	c.last = f.seq
 	return true, nil
 }
 
 var errGap = errors.New("gap too large or not stored")
 
-// writeError is a socket write that failed during a repair (as opposed to
-// a repair the store could not make).
-type writeError struct{ err error }
-
-func (e writeError) Error() string { return e.err.Error() }
-
-// repair adds the stored messages between c.last and before to b.
-func (c *conn) repair(b *batch, before int64) error {
+// repair reads the stored messages between c.last and before. It returns
+// those that follow c.last without a hole, and an error unless they reach
+// before-1.
+func (c *conn) repair(before int64) ([]message.Message, error) {
 	n := before - c.last - 1
 	if n > int64(c.srv.cfg.MaxReplay) {
-		return errGap
+		return nil, errGap
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	msgs, err := c.srv.deps.Store.MessagesAfter(ctx, c.roomID, c.last, int(n))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, m := range msgs {
-		if m.Seq != c.last+1 {
-			return errGap
-		}
-		data := encodeLegacyMessage(m)
-		if c.v2 {
-			data = encodeV2Message(m)
-		}
-		b.add(data, 0)
-		c.last = m.Seq
-		if b.full() {
-			if err := b.flush(); err != nil {
-				return writeError{err}
-			}
+	for i, m := range msgs {
+		if m.Seq != c.last+1+int64(i) {
+			return msgs[:i], errGap
 		}
 	}
-	if c.last != before-1 {
-		return errGap
+	if int64(len(msgs)) != n {
+		return msgs, errGap
 	}
-	return nil
+	return msgs, nil
 }
 
 // writeClose sends the close frame and gives the client a moment to answer
@@ -303,7 +278,7 @@ func (c *conn) writeClose() {
 func (c *conn) ping() {
 	c.push(frame{raw: true, data: pingFrame}, false)
 	c.mu.Lock()
-	if !c.finished && c.pingTimer != nil {
+	if !c.finished { // start made the timer while holding mu
 		c.pingTimer.Reset(c.srv.cfg.PingInterval)
 	}
 	c.mu.Unlock()
