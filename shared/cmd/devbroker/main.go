@@ -10,9 +10,14 @@
 //
 // Environment:
 //
-//	DEVBROKER_ADDR      host:port to listen on and advertise (default 127.0.0.1:9092)
-//	DEVBROKER_DATA_DIR  folder holding the persisted state (default .run/kafka)
-//	LOG_LEVEL           debug, info, warn or error (default info)
+//	DEVBROKER_ADDR           host:port to listen on and advertise (default 127.0.0.1:9092)
+//	DEVBROKER_DATA_DIR       folder holding the persisted state (default .run/kafka)
+//	DEVBROKER_TRIM_INTERVAL  how often committed records are trimmed (default 1m; 0: never)
+//	DEVBROKER_KEEP           how long committed records are kept (default 15m)
+//	LOG_LEVEL                debug, info, warn or error (default info)
+//
+// Records every consumer group has committed and older than DEVBROKER_KEEP
+// are deleted (trim.go), so the data folder does not grow without bound.
 //
 // SIGINT or SIGTERM stops it cleanly: connections are closed and the state
 // is flushed to the data folder.
@@ -28,17 +33,30 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"rooms/shared/config"
 	"rooms/shared/logging"
 )
 
-const (
-	defaultAddr    = "127.0.0.1:9092"
-	defaultDataDir = ".run/kafka"
-)
+// segmentBytes is the size of the log's segment files (Kafka's default is
+// 1 GiB, kfake's 100 MiB).
+const segmentBytes = 16 << 20
+
+// settings are the broker's environment.
+type settings struct {
+	Addr         string        `env:"DEVBROKER_ADDR" envDefault:"127.0.0.1:9092"`
+	DataDir      string        `env:"DEVBROKER_DATA_DIR" envDefault:".run/kafka"`
+	TrimInterval time.Duration `env:"DEVBROKER_TRIM_INTERVAL" envDefault:"1m"`
+	Keep         time.Duration `env:"DEVBROKER_KEEP" envDefault:"15m"`
+	config.Log
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,9 +70,15 @@ func main() {
 // run starts the broker and serves until ctx is done, then closes it, which
 // flushes its state to the data folder.
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	log := logging.New(stdout, getenv("LOG_LEVEL"), "devbroker")
-	addr := orDefault(getenv("DEVBROKER_ADDR"), defaultAddr)
-	dir := orDefault(getenv("DEVBROKER_DATA_DIR"), defaultDataDir)
+	cfg, err := config.Parse[settings](getenv)
+	if err != nil {
+		return err
+	}
+	if cfg.TrimInterval < 0 || cfg.Keep < 0 {
+		return errors.New("DEVBROKER_TRIM_INTERVAL and DEVBROKER_KEEP must not be negative")
+	}
+	log := logging.New(stdout, cfg.Level, "devbroker")
+	addr, dir := cfg.Addr, cfg.DataDir
 
 	host, port, err := splitAddr(addr)
 	if err != nil {
@@ -72,6 +96,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		kfake.ListenFn(listen),
 		kfake.DataDir(dir),
 		kfake.ClusterID("rooms-dev"),
+		// Trimmed records leave the disk a whole segment at a time, and
+		// the active segment stays: small segments keep what stays small.
+		kfake.BrokerConfigs(map[string]string{"log.segment.bytes": strconv.Itoa(segmentBytes)}),
 		kfake.WithLogger(slogAdapter{log}),
 	)
 	if err != nil {
@@ -79,17 +106,26 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log.Info("broker listening", "addr", c.ListenAddrs()[0], "data_dir", dir)
 
+	// The trim runs over an admin client of the broker itself.
+	var trimmed sync.WaitGroup
+	var admin *kgo.Client
+	if cfg.TrimInterval > 0 {
+		admin, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()[0]))
+		if err != nil {
+			c.Close()
+			return fmt.Errorf("admin client: %w", err)
+		}
+		trimmed.Go(func() { trimLoop(ctx, kadm.NewClient(admin), cfg.TrimInterval, cfg.Keep, log) })
+	}
+
 	<-ctx.Done()
+	trimmed.Wait()
+	if admin != nil {
+		admin.Close()
+	}
 	c.Close()
 	log.Info("broker stopped", "data_dir", dir)
 	return nil
-}
-
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // splitAddr parses host:port. An empty host means loopback: the broker

@@ -60,12 +60,16 @@ func (b *logBuffer) field(msg, key string) string {
 }
 
 // startBroker runs the program on a free loopback port with its data in dir
-// and returns the address it listens on and a function that stops it (as
-// SIGTERM would) and waits until run has returned.
-func startBroker(t *testing.T, dir string) (string, func()) {
+// and the settings in extra, and returns the address it listens on and a
+// function that stops it (as SIGTERM would) and waits until run has
+// returned.
+func startBroker(t *testing.T, dir string, extra ...string) (string, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	env := map[string]string{"DEVBROKER_ADDR": "127.0.0.1:0", "DEVBROKER_DATA_DIR": dir}
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
+	}
 	logs := &logBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs) }()
