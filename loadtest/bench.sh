@@ -26,6 +26,7 @@ shift || true
 
 mkdir -p .run/bin
 go build -o .run/bin/roomsbench ./loadtest/cmd/roomsbench
+go build -o .run/bin/wirecost ./loadtest/cmd/wirecost
 
 # The gateways the clients are spread over, from the stack's config, and
 # their admin servers (metrics, pprof), for the Go memory of idle connections.
@@ -41,7 +42,14 @@ admin_list=$(IFS=,; echo "${admins[*]}")
 
 case $mode in
 full)
-	exec .run/bin/roomsbench -targets "$target_list" -admin-targets "$admin_list" -name bench "$@"
+	# What one loopback write costs on this machine (the floor under a
+	# delivery; machines of the same kind differ by 50 % in it), measured
+	# on the idle stack and stored with the result.
+	wire=$(GOMAXPROCS=1 .run/bin/wirecost -conns 1000 -rate 20000 -size 160 -duration 3s |
+		sed -n 's/^writer CPU: .* = \([0-9.]*\) µs per write$/\1/p' || true)
+	echo "bench: one loopback write costs ${wire:-?} CPU-µs here (loadtest/cmd/wirecost)"
+	exec .run/bin/roomsbench -targets "$target_list" -admin-targets "$admin_list" -name bench \
+		-loopback-write-us "${wire:-0}" "$@"
 	;;
 quick)
 	exec .run/bin/roomsbench -targets "$target_list" -admin-targets "$admin_list" -name quick \

@@ -82,6 +82,7 @@ type config struct {
 	PIDDir                string
 	Results, Prefix       string
 	Note                  string
+	LoopbackWriteUS       float64
 	CPUProfile            string
 }
 
@@ -122,6 +123,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.Results, "results", "loadtest/results", "folder of the JSON results")
 	fs.StringVar(&c.Prefix, "name", "bench", "file name prefix of the JSON result")
 	fs.StringVar(&c.Note, "note", "", "free text stored with the result (e.g. what else ran on the machine)")
+	fs.Float64Var(&c.LoopbackWriteUS, "loopback-write-us", 0, "CPU-µs of one loopback socket write on this machine, measured by cmd/wirecost before the run (bench.sh does), stored with the host")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the generator's own CPU profile to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -236,7 +238,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	res := &report.Result{
 		Started: time.Now(), Command: "roomsbench " + strings.Join(args, " "),
-		Targets: cfg.Targets, Host: hostInfo(), Note: cfg.Note,
+		Targets: cfg.Targets, Host: hostInfo(cfg.LoopbackWriteUS), Note: cfg.Note,
 	}
 	// Spread the clients over the gateways that are ready: a gateway that
 	// another test stopped must not fail the run before it starts.
@@ -324,8 +326,8 @@ func (b *bench) renew(ctx context.Context) error {
 	return err
 }
 
-func hostInfo() report.Host {
-	h := report.Host{CPUs: runtime.NumCPU(), GoVer: runtime.Version()}
+func hostInfo(loopbackWriteUS float64) report.Host {
+	h := report.Host{CPUs: runtime.NumCPU(), GoVer: runtime.Version(), LoopbackWriteUS: loopbackWriteUS}
 	h.Hostname, _ = os.Hostname()
 	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.SplitSeq(string(raw), "\n") {

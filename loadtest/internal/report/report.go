@@ -89,6 +89,11 @@ type Host struct {
 	Kernel   string  `json:"kernel"`
 	GoVer    string  `json:"go"`
 	Load1    string  `json:"load_average_at_start"`
+	// LoopbackWriteUS is the CPU one 160-byte write to a loopback TCP
+	// socket costs here (cmd/wirecost, one P, 20 000 writes/s over 1000
+	// connections), measured before the run: the floor under a delivery,
+	// and what tells machines of the same kind apart. 0: not measured.
+	LoopbackWriteUS float64 `json:"loopback_write_us,omitempty"`
 }
 
 // Failed reports whether any workload failed its checks.
@@ -119,7 +124,11 @@ func ms(v float64) string { return fmt.Sprintf("%.1f", v) }
 // WriteTable writes the human report.
 func (r *Result) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "\nRooms benchmark %s  targets %s\n", r.Started.Format(time.RFC3339), strings.Join(r.Targets, " "))
-	fmt.Fprintf(w, "host %s: %d CPUs (%s), %.1f GB, load %s\n", r.Host.Hostname, r.Host.CPUs, r.Host.CPUModel, r.Host.MemoryGB, r.Host.Load1)
+	fmt.Fprintf(w, "host %s: %d CPUs (%s), %.1f GB, load %s", r.Host.Hostname, r.Host.CPUs, r.Host.CPUModel, r.Host.MemoryGB, r.Host.Load1)
+	if r.Host.LoopbackWriteUS > 0 {
+		fmt.Fprintf(w, ", loopback write %.2f µs", r.Host.LoopbackWriteUS)
+	}
+	fmt.Fprintln(w)
 	if r.Note != "" {
 		fmt.Fprintf(w, "note: %s\n", r.Note)
 	}

@@ -55,6 +55,7 @@ func TestRecorderCollectsOnlyItsStep(t *testing.T) {
 func TestResultOutputs(t *testing.T) {
 	res := &report.Result{
 		Started: time.Date(2026, 11, 26, 14, 0, 0, 0, time.UTC), Targets: []string{"http://x"},
+		Host: report.Host{CPUs: 2, LoopbackWriteUS: 7.06},
 		Workloads: []report.Workload{{
 			Name: "chat", Shape: "s",
 			Steps:  []report.Step{{Name: "100", TargetRate: 100, Held: true, Valid: true}},
@@ -63,7 +64,8 @@ func TestResultOutputs(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	res.WriteTable(&buf)
-	if !strings.Contains(buf.String(), "FAILED: 1 lost") || !strings.Contains(buf.String(), "== chat") {
+	if !strings.Contains(buf.String(), "FAILED: 1 lost") || !strings.Contains(buf.String(), "== chat") ||
+		!strings.Contains(buf.String(), "loopback write 7.06 µs") {
 		t.Fatalf("table:\n%s", buf.String())
 	}
 	if !res.Failed() {
@@ -81,7 +83,7 @@ func TestResultOutputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back report.Result
-	if err := json.Unmarshal(raw, &back); err != nil || back.Workloads[0].Totals.Lost != 1 {
+	if err := json.Unmarshal(raw, &back); err != nil || back.Workloads[0].Totals.Lost != 1 || back.Host.LoopbackWriteUS != 7.06 {
 		t.Fatalf("round trip: %v %+v", err, back)
 	}
 }
