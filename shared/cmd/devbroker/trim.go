@@ -79,31 +79,23 @@ func trimCommitted(ctx context.Context, adm *kadm.Client, keep time.Duration) (i
 	}
 
 	// The first offset at or after the keep window's start: records from
-	// there on are kept even when committed.
+	// there on are kept even when committed. A partition any of these
+	// lookups fails for (a topic deleted in the meantime) is left alone;
+	// the others are still trimmed.
 	recent, err := adm.ListOffsetsAfterMilli(ctx, time.Now().Add(-keep).UnixMilli(), topics...)
-	if err == nil {
-		err = recent.Error()
-	}
 	if err != nil {
 		return 0, fmt.Errorf("list offsets after the keep window: %w", err)
 	}
 	starts, err := adm.ListStartOffsets(ctx, topics...)
-	if err == nil {
-		err = starts.Error()
-	}
 	if err != nil {
 		return 0, fmt.Errorf("list start offsets: %w", err)
 	}
 	ends, err := adm.ListEndOffsets(ctx, topics...)
-	if err == nil {
-		err = ends.Error()
-	}
 	if err != nil {
 		return 0, fmt.Errorf("list end offsets: %w", err)
 	}
 
 	del := kadm.Offsets{}
-	var n int64
 	for topic, parts := range lows {
 		for p, l := range parts {
 			if l.groups < len(readers[topic]) {
@@ -112,33 +104,36 @@ func trimCommitted(ctx context.Context, adm *kadm.Client, keep time.Duration) (i
 			r, ok1 := recent.Lookup(topic, p)
 			s, ok2 := starts.Lookup(topic, p)
 			e, ok3 := ends.Lookup(topic, p)
-			if !ok1 || !ok2 || !ok3 || r.Offset < 0 {
+			if !ok1 || !ok2 || !ok3 || r.Err != nil || s.Err != nil || e.Err != nil || r.Offset < 0 {
 				continue
 			}
-			to := min(l.at, r.Offset, e.Offset-1)
-			if to <= s.Offset {
-				continue
+			if to := min(l.at, r.Offset, e.Offset-1); to > s.Offset {
+				del.Add(kadm.Offset{Topic: topic, Partition: p, At: to})
 			}
-			del.Add(kadm.Offset{Topic: topic, Partition: p, At: to})
-			n += to - s.Offset
 		}
 	}
 	if len(del) == 0 {
 		return 0, nil
 	}
 	resps, err := adm.DeleteRecords(ctx, del)
-	if err == nil {
-		err = resps.Error()
-	}
 	if err != nil {
 		return 0, fmt.Errorf("delete records: %w", err)
+	}
+	var n int64
+	resps.Each(func(r kadm.DeleteRecordsResponse) {
+		if s, ok := starts.Lookup(r.Topic, r.Partition); ok && r.Err == nil {
+			n += r.LowWatermark - s.Offset
+		}
+	})
+	if err := resps.Error(); err != nil {
+		return n, fmt.Errorf("delete records: %w", err)
 	}
 	return n, nil
 }
 
 // trimLoop runs trimCommitted every interval until ctx ends. A failed
-// round is logged and retried at the next one: nothing is deleted unless
-// every lookup it depends on succeeded.
+// round is logged and tried again at the next one; a partition is trimmed
+// only when every lookup for it succeeded.
 func trimLoop(ctx context.Context, adm *kadm.Client, interval, keep time.Duration, log *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -153,7 +148,7 @@ func trimLoop(ctx context.Context, adm *kadm.Client, interval, keep time.Duratio
 		cancel()
 		switch {
 		case err != nil && ctx.Err() == nil:
-			log.Warn("trim committed records", "err", err)
+			log.Warn("trim committed records", "err", err, "records", n)
 		case n > 0:
 			log.Info("trimmed committed records", "records", n, "keep", keep.String())
 		}
