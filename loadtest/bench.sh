@@ -39,6 +39,13 @@ for f in config/gateway-*.env; do
 done
 target_list=$(IFS=,; echo "${targets[*]}")
 admin_list=$(IFS=,; echo "${admins[*]}")
+# Every server's admin server, for the latency histograms by stage.
+stage_admins=("${admins[@]}")
+for f in config/worker-*.env; do
+	a=$(sed -n 's/^ADMIN_ADDR=//p' "$f")
+	if [ -n "$a" ]; then stage_admins+=("http://$a"); fi
+done
+stage_list=$(IFS=,; echo "${stage_admins[*]}")
 
 case $mode in
 full)
@@ -49,10 +56,11 @@ full)
 		sed -n 's/^writer CPU: .* = \([0-9.]*\) µs per write$/\1/p' || true)
 	echo "bench: one loopback write costs ${wire:-?} CPU-µs here (loadtest/cmd/wirecost)"
 	exec .run/bin/roomsbench -targets "$target_list" -admin-targets "$admin_list" -name bench \
-		-loopback-write-us "${wire:-0}" "$@"
+		-stage-targets "$stage_list" -loopback-write-us "${wire:-0}" "$@"
 	;;
 quick)
 	exec .run/bin/roomsbench -targets "$target_list" -admin-targets "$admin_list" -name quick \
+		-stage-targets "$stage_list" \
 		-workloads chat,resume -rooms 10 -clients 5 -steps 100,200 -step 10s -warmup 2s -drain 5s \
 		-resume-rooms 5 -resume-senders 2 -resume-clients 10 -resume-rate 50 -resume-drop 3s -resume-after 2s \
 		"$@"

@@ -5,10 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
-	"time"
+
+	"rooms/loadtest/internal/admin"
 )
 
 // goMem is the Go memory a gateway holds in use: heap spans and goroutine
@@ -21,30 +21,14 @@ func (m goMem) total() int64 { return m.Heap + m.Stack }
 // collection: its admin server's pprof heap endpoint is asked to collect
 // first (gc=1), then heap and stack in-use bytes are read from /metrics.
 // Unlike RSS it does not move with where the collector is in its cycle.
-func goInUse(ctx context.Context, admin string) (goMem, error) {
-	c := http.Client{Timeout: 30 * time.Second}
-	get := func(path string) (*http.Response, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(admin, "/")+path, nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			resp.Body.Close()
-			return nil, fmt.Errorf("GET %s%s: %s", admin, path, resp.Status)
-		}
-		return resp, nil
-	}
-	resp, err := get("/debug/pprof/heap?gc=1")
+func goInUse(ctx context.Context, base string) (goMem, error) {
+	resp, err := admin.Get(ctx, base, "/debug/pprof/heap?gc=1")
 	if err != nil {
 		return goMem{}, err
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	resp, err = get("/metrics")
+	resp, err = admin.Get(ctx, base, "/metrics")
 	if err != nil {
 		return goMem{}, err
 	}

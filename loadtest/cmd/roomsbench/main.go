@@ -53,6 +53,9 @@ type config struct {
 	// AdminTargets are the gateways' admin base URLs (metrics and pprof),
 	// for the Go memory of idle connections; optional.
 	AdminTargets []string
+	// StageTargets are the admin base URLs of every gateway and worker,
+	// whose latency histograms split each step's latency by stage.
+	StageTargets []string
 	Workloads    []string
 
 	Rooms, Clients int
@@ -91,6 +94,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs := flag.NewFlagSet("roomsbench", flag.ContinueOnError)
 	fs.SetOutput(out)
 	targets := fs.String("targets", "http://127.0.0.1:8081,http://127.0.0.1:8082", "comma-separated gateway base URLs; clients are spread over them")
+	stageTargets := fs.String("stage-targets", "", "comma-separated admin base URLs of the gateways and workers: each step also reports their latency histograms by stage (intake, store, commit, append, fan-out read, delivery)")
 	adminTargets := fs.String("admin-targets", "", "comma-separated admin base URLs of the gateways (ADMIN_ADDR): connect also reports their Go memory after a GC")
 	workloads := fs.String("workloads", "chat,fanout,connect,resume", "comma-separated workloads to run, in order: chat, fanout, connect, resume")
 	fs.IntVar(&c.Rooms, "rooms", 100, "chat: rooms")
@@ -130,6 +134,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	}
 	c.Targets = splitList(*targets)
 	c.AdminTargets = splitList(*adminTargets)
+	c.StageTargets = splitList(*stageTargets)
 	c.Workloads = splitList(*workloads)
 	if len(c.Targets) == 0 {
 		return c, errors.New("-targets: no gateway URL")

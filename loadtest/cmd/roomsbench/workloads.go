@@ -14,6 +14,7 @@ import (
 	"rooms/loadtest/internal/gen"
 	"rooms/loadtest/internal/procstat"
 	"rooms/loadtest/internal/report"
+	"rooms/loadtest/internal/stages"
 )
 
 // bench is one run's state shared by the workloads.
@@ -130,6 +131,11 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 	for _, c := range rs.clients {
 		c.Rec.SetStep(st.index)
 	}
+	var stagesBefore stages.Snapshot
+	var stagesErr error
+	if len(b.cfg.StageTargets) > 0 {
+		stagesBefore, stagesErr = stages.Scrape(ctx, b.cfg.StageTargets)
+	}
 	b.sampler.Begin()
 	genStart := selfCPU()
 	tt := gen.NewTimetable(time.Now().Add(20*time.Millisecond), st.rate, st.length)
@@ -154,6 +160,13 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 	}
 	usage := b.sampler.End()
 	genCPU := selfCPU() - genStart
+	var stageSummary map[string]stages.Stage
+	if len(b.cfg.StageTargets) > 0 && stagesErr == nil {
+		var after stages.Snapshot
+		if after, stagesErr = stages.Scrape(ctx, b.cfg.StageTargets); stagesErr == nil {
+			stageSummary = stages.Between(stagesBefore, after)
+		}
+	}
 
 	e2e, ack, lag := report.NewHist(), report.NewHist(), report.NewHist()
 	var late int64
@@ -169,7 +182,10 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 		Sent: sc.Sent.Load(), WriteFailed: sc.WriteFailed.Load(), Acked: sc.Acked.Load(), Refused: sc.Refused.Load(),
 		Delivered: sc.Delivered.Load(), Late: late,
 		Check: now.Sub(before), Ack: ack.Summary(), E2E: e2e.Summary(), SendLag: lag.Summary(),
-		Processes: usage,
+		Processes: usage, Stages: stageSummary,
+	}
+	if stagesErr != nil {
+		s.StagesError = stagesErr.Error()
 	}
 	s.Unconfirmed = s.Sent - s.Acked - s.Refused
 	s.Expected = s.Acked * int64(st.members)
@@ -208,6 +224,9 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 	s.Note = strings.Join(why, "; ")
 	fmt.Fprintf(b.out, "  step %-8s pub %6.0f/s deliv %7.0f/s ratio %.4f e2e p50 %6.1f p99 %7.1f ms ack p99 %6.1f ms lag p99 %5.1f ms cpu %5.1f µs/msg %s\n",
 		s.Name, s.Published, s.DeliveredRate, s.DeliveryRatio, s.E2E.P50, s.E2E.P99, s.Ack.P99, s.SendLag.P99, s.CPUPerDelivery, s.Note)
+	if line := stages.Line(s.Stages); line != "" {
+		fmt.Fprintf(b.out, "           %s\n", line)
+	}
 	return s, now
 }
 

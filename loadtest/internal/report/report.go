@@ -13,6 +13,7 @@ import (
 
 	"rooms/loadtest/internal/check"
 	"rooms/loadtest/internal/procstat"
+	"rooms/loadtest/internal/stages"
 )
 
 // Step is the result of one step of a workload.
@@ -24,27 +25,31 @@ type Step struct {
 	DurationSeconds float64 `json:"duration_seconds"`
 	// Published and Delivered are per second over the step; Sent, Acked,
 	// Refused, WriteFailed and Delivered* are counts.
-	Published      float64                   `json:"published_per_second"`
-	DeliveredRate  float64                   `json:"delivered_per_second"`
-	Sent           int64                     `json:"sent"`
-	WriteFailed    int64                     `json:"write_failed"`
-	Acked          int64                     `json:"acked"`
-	Refused        int64                     `json:"refused"`
-	Unconfirmed    int64                     `json:"unconfirmed"`
-	Expected       int64                     `json:"expected_deliveries"`
-	Delivered      int64                     `json:"delivered"`
-	DeliveryRatio  float64                   `json:"delivery_ratio"`
-	Late           int64                     `json:"late_deliveries"`
-	Check          check.Totals              `json:"check"`
-	Ack            Latency                   `json:"ack_latency"`
-	E2E            Latency                   `json:"e2e_latency"`
-	SendLag        Latency                   `json:"send_lag"`
-	Valid          bool                      `json:"valid"`
-	Held           bool                      `json:"held"`
-	Note           string                    `json:"note,omitempty"`
-	Processes      map[string]procstat.Usage `json:"processes,omitempty"`
-	ServerCPU      float64                   `json:"server_cpu_seconds"`
-	CPUPerDelivery float64                   `json:"server_cpu_us_per_delivered"`
+	Published     float64                   `json:"published_per_second"`
+	DeliveredRate float64                   `json:"delivered_per_second"`
+	Sent          int64                     `json:"sent"`
+	WriteFailed   int64                     `json:"write_failed"`
+	Acked         int64                     `json:"acked"`
+	Refused       int64                     `json:"refused"`
+	Unconfirmed   int64                     `json:"unconfirmed"`
+	Expected      int64                     `json:"expected_deliveries"`
+	Delivered     int64                     `json:"delivered"`
+	DeliveryRatio float64                   `json:"delivery_ratio"`
+	Late          int64                     `json:"late_deliveries"`
+	Check         check.Totals              `json:"check"`
+	Ack           Latency                   `json:"ack_latency"`
+	E2E           Latency                   `json:"e2e_latency"`
+	SendLag       Latency                   `json:"send_lag"`
+	Valid         bool                      `json:"valid"`
+	Held          bool                      `json:"held"`
+	Note          string                    `json:"note,omitempty"`
+	Processes     map[string]procstat.Usage `json:"processes,omitempty"`
+	// Stages are the servers' own latency histograms over the step, by
+	// stage (see internal/stages); StagesError says why they are missing.
+	Stages         map[string]stages.Stage `json:"stages,omitempty"`
+	StagesError    string                  `json:"stages_error,omitempty"`
+	ServerCPU      float64                 `json:"server_cpu_seconds"`
+	CPUPerDelivery float64                 `json:"server_cpu_us_per_delivered"`
 	// CPUPerDeliveryByProcess is CPU-µs per delivered message per process.
 	CPUPerDeliveryByProcess map[string]float64 `json:"cpu_us_per_delivered_by_process,omitempty"`
 	// GeneratorCPU is the load generator's own CPU over the same interval
@@ -152,6 +157,11 @@ func (r *Result) WriteTable(w io.Writer) {
 					fmt.Fprintf(w, "  %s %.2f/%.1f/%.0f", name, u.CPUSeconds, last.CPUPerDeliveryByProcess[name], float64(u.PeakRSS)/(1<<20))
 				}
 				fmt.Fprintln(w)
+			}
+			for _, st := range wl.Steps {
+				if line := stages.Line(st.Stages); line != "" {
+					fmt.Fprintf(w, "step %s %s\n", st.Name, line)
+				}
 			}
 		}
 		for _, name := range sortedKeys(wl.Lat) {

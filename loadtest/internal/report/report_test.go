@@ -10,6 +10,7 @@ import (
 
 	"rooms/loadtest/internal/check"
 	"rooms/loadtest/internal/report"
+	"rooms/loadtest/internal/stages"
 )
 
 func TestHistSummaryAndMerge(t *testing.T) {
@@ -58,14 +59,16 @@ func TestResultOutputs(t *testing.T) {
 		Host: report.Host{CPUs: 2, LoopbackWriteUS: 7.06},
 		Workloads: []report.Workload{{
 			Name: "chat", Shape: "s",
-			Steps:  []report.Step{{Name: "100", TargetRate: 100, Held: true, Valid: true}},
+			Steps: []report.Step{{Name: "100", TargetRate: 100, Held: true, Valid: true,
+				Stages: map[string]stages.Stage{"commit": {Count: 10, P50: 3, P99: 120, Over50ms: 1, Over100ms: 1}}}},
 			Totals: check.Totals{Lost: 1}, Failed: true, Problems: []string{"1 lost"},
 		}},
 	}
 	var buf bytes.Buffer
 	res.WriteTable(&buf)
 	if !strings.Contains(buf.String(), "FAILED: 1 lost") || !strings.Contains(buf.String(), "== chat") ||
-		!strings.Contains(buf.String(), "loopback write 7.06 µs") {
+		!strings.Contains(buf.String(), "loopback write 7.06 µs") ||
+		!strings.Contains(buf.String(), "step 100 stages p50/p99 ms: commit 3.0/120.0 (1>100ms)") {
 		t.Fatalf("table:\n%s", buf.String())
 	}
 	if !res.Failed() {
