@@ -152,30 +152,32 @@ func TestRecordSurvivesRestart(t *testing.T) {
 	stop()
 
 	addr, _ = startBroker(t, dir)
-	cl, err = kgo.NewClient(
-		kgo.SeedBrokers(addr),
-		kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
+	got := firstRecord(t, ctx, addr, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if string(got.Key) != "7" || string(got.Value) != `{"content":"hi"}` || got.Offset != 0 {
+		t.Fatalf("after restart got key %q value %q offset %d; want the record produced before", got.Key, got.Value, got.Offset)
+	}
+}
+
+// firstRecord returns the first record a consumer of the broker at addr,
+// set up by opts, fetches; fetch errors are logged and retried until ctx
+// ends.
+func firstRecord(t *testing.T, ctx context.Context, addr string, opts ...kgo.Opt) *kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr)}, opts...)...)
 	if err != nil {
-		t.Fatalf("client after restart: %v", err)
+		t.Fatalf("consumer: %v", err)
 	}
 	defer cl.Close()
 	for {
 		fetches := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			t.Fatalf("record not found after restart: %v", err)
+			t.Fatalf("no record fetched: %v", err)
 		}
 		for _, fe := range fetches.Errors() {
 			t.Logf("fetch %s/%d: %v", fe.Topic, fe.Partition, fe.Err)
 		}
-		recs := fetches.Records()
-		if len(recs) == 0 {
-			continue
+		if recs := fetches.Records(); len(recs) > 0 {
+			return recs[0]
 		}
-		if got := recs[0]; string(got.Key) != "7" || string(got.Value) != `{"content":"hi"}` || got.Offset != 0 {
-			t.Fatalf("after restart got key %q value %q offset %d; want the record produced before", got.Key, got.Value, got.Offset)
-		}
-		return
 	}
 }

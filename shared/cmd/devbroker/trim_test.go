@@ -90,21 +90,9 @@ func (f *trimFixture) starts(t *testing.T, ctx context.Context) [2]int64 {
 // first returns the value of the first record fetched from partition p.
 func (f *trimFixture) first(t *testing.T, ctx context.Context, p int32) string {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(f.addr),
+	r := firstRecord(t, ctx, f.addr,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{f.topic: {p: kgo.NewOffset().AtStart()}}))
-	if err != nil {
-		t.Fatalf("consumer: %v", err)
-	}
-	defer cl.Close()
-	for {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("fetch partition %d: %v", p, err)
-		}
-		if recs := fs.Records(); len(recs) > 0 {
-			return fmt.Sprintf("%d:%s", recs[0].Offset, recs[0].Value)
-		}
-	}
+	return fmt.Sprintf("%d:%s", r.Offset, r.Value)
 }
 
 func TestTrimDeletesOnlyWhatEveryGroupCommitted(t *testing.T) {
