@@ -47,8 +47,7 @@ func (c *conn) push(f frame, bounded bool) bool {
 		return false
 	}
 	c.frames = append(c.frames, f)
-	start := !c.writing
-	c.writing = true
+	start := c.claimWrites()
 	c.mu.Unlock()
 	if start {
 		go c.writer()
@@ -66,8 +65,7 @@ func (c *conn) close(code int, text string) {
 	}
 	c.closed = true
 	c.closeCode, c.closeText = code, text
-	start := !c.writing
-	c.writing = true
+	start := c.claimWrites()
 	c.mu.Unlock()
 	if code != 0 {
 		c.srv.m.Closed(code)
@@ -75,6 +73,14 @@ func (c *conn) close(code int, text string) {
 	if start {
 		go c.writer()
 	}
+}
+
+// claimWrites marks the writes taken and reports whether no writer held
+// them, in which case the caller starts one. c.mu is held.
+func (c *conn) claimWrites() bool {
+	start := !c.writing
+	c.writing = true
+	return start
 }
 
 // isClosed reports whether close was called.
