@@ -1,7 +1,11 @@
 package procstat_test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
+	"regexp"
+	"slices"
 	"testing"
 	"time"
 
@@ -72,5 +76,39 @@ func TestReadSelfAndSampler(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("StackGroups ignored a pid file of a live process")
+	}
+}
+
+func TestMatchingFindsProcessesByCommandLine(t *testing.T) {
+	// A child with a command line no other process has.
+	arg := fmt.Sprintf("%d.%d", 1000+os.Getpid()%1000, time.Now().UnixNano()%1_000_000)
+	cmd := exec.Command("sleep", arg)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	re := regexp.MustCompile(`^(/usr/bin/)?sleep ` + regexp.QuoteMeta(arg) + `$`)
+	if got := procstat.Matching(re); !slices.Equal(got, []int{cmd.Process.Pid}) {
+		t.Fatalf("Matching(%s) = %v, want [%d]", re, got, cmd.Process.Pid)
+	}
+	// Arguments are joined by spaces, and this process is never listed,
+	// even when it matches.
+	if got := procstat.Matching(regexp.MustCompile(`^(/usr/bin/)?sleep [0-9.]+$`)); !slices.Contains(got, cmd.Process.Pid) {
+		t.Fatalf("a pattern over the joined arguments missed the child: %v", got)
+	}
+	if got := procstat.Matching(regexp.MustCompile(`.`)); slices.Contains(got, os.Getpid()) || !slices.Contains(got, cmd.Process.Pid) {
+		t.Fatalf("Matching(.) = %v: must hold the child and not this process (%d)", got, os.Getpid())
+	}
+
+	g := procstat.Group{Name: "sleep", Pattern: re}
+	smp := procstat.NewSampler([]procstat.Group{g}, time.Hour)
+	if rss := smp.RSS()["sleep"]; rss <= 0 {
+		t.Fatalf("RSS of the matched child = %d", rss)
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if got := procstat.Matching(re); len(got) != 0 {
+		t.Fatalf("Matching after the child exited = %v", got)
 	}
 }
