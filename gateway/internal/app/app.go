@@ -70,6 +70,10 @@ type App struct {
 // connectTimeout bounds the initial connection checks.
 const connectTimeout = 10 * time.Second
 
+// sendLeaseTTL is how long the gateway keeps send-limit tokens it leased
+// from Redis and has not spent yet (see ratelimit.Leased).
+const sendLeaseTTL = 10 * time.Second
+
 // New connects to the dependencies and builds every component. It fails
 // when PostgreSQL or Redis does not answer. Close releases what it opened.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
@@ -150,6 +154,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if a.Tracing, err = tracing.New(ctx, os.Getenv, "gateway"); err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
+	// The send limit is checked through leases of SendBurst/8 tokens that
+	// live sendLeaseTTL. A user sending slower than a lease per second
+	// (most: the benchmark's chat sends 2 a second each) would otherwise
+	// let every lease expire after a token or two and pay one Redis script
+	// call per message or so; a longer life changes no bound (ratelimit.Leased).
 	sendLimit := ratelimit.Limit{Rate: cfg.SendRate, Burst: cfg.SendBurst, Period: time.Second}
 	a.WS = ws.New(ws.Config{
 		// A fresh suffix per process keeps the presence entries of a
@@ -161,7 +170,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		SendLimit:       sendLimit,
 		MaxConns:        cfg.WSMaxConns,
 		MaxConnsPerUser: cfg.WSMaxConnsPerUser,
-	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: ratelimit.NewLeased(a.Limiter, time.Second), Producer: a.Producer, Redis: a.Redis, Metrics: a.Metrics, Tracer: a.Tracing}, log)
+	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: ratelimit.NewLeased(a.Limiter, sendLeaseTTL), Producer: a.Producer, Redis: a.Redis, Metrics: a.Metrics, Tracer: a.Tracing}, log)
 	a.Background("websocket", a.WS.Run)
 	a.OnShutdown("websocket drain", a.WS.Drain)
 	a.OnShutdown("kafka producer flush", a.Producer.Close)

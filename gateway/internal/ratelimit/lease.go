@@ -24,10 +24,15 @@ func (l *Limiter) AllowAtMost(ctx context.Context, key string, limit Limit, n in
 // Leased puts a per-process token lease in front of a Limiter, for limits
 // checked on every message (the per-user send limit): instead of one Redis
 // call per event it takes a few tokens from the shared budget at a time and
-// spends them locally. The budget in Redis still bounds every key across
-// all gateways; tokens leased and not spent within the lease's lifetime are
-// dropped, so a key spread over several gateways may be refused a little
-// early (by at most one lease per gateway), never allowed more.
+// spends them locally. Every event allowed was charged to the budget in
+// Redis when its lease was taken, so the budget still bounds every key
+// across all gateways: over any period a key gets at most what the limit
+// allows plus the tokens its gateways held at the period's start (at most
+// one lease each). Tokens not spent within the lease's lifetime are
+// dropped, so a key spread over several gateways may also be refused a
+// little early (again by at most one lease per gateway). The lifetime
+// changes neither bound: it is how long a lease may wait for its events,
+// and how long an idle key's entry is kept.
 //
 // The lease size is limit.Burst/8 (at least 1: small bursts are checked in
 // Redis event by event, exactly as without the lease).
