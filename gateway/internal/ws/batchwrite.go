@@ -92,7 +92,14 @@ func (b *batch) flush() error {
 	}
 	c := b.c
 	nc := c.ws.NetConn()
-	_ = nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	// The deadline is moved on only once less than half of WriteTimeout
+	// is left, not for every write: re-arming the socket's timer was a few
+	// % of a gateway's CPU under load. A write that makes no progress
+	// still fails, after between half of WriteTimeout and all of it.
+	if now := time.Now(); c.writeDeadline.Sub(now) < c.srv.cfg.WriteTimeout/2 {
+		c.writeDeadline = now.Add(c.srv.cfg.WriteTimeout)
+		_ = nc.SetWriteDeadline(c.writeDeadline)
+	}
 	_, err := nc.Write(*b.buf)
 	*b.buf = (*b.buf)[:0]
 	n := b.frames

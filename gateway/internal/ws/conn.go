@@ -72,8 +72,10 @@ type conn struct {
 	finished  bool // the socket is closed; nothing more is queued
 	pingTimer *time.Timer
 
-	// last is the highest seq written; it belongs to the holder of writing.
-	last int64
+	// last is the highest seq written and writeDeadline the socket's write
+	// deadline; both belong to the holder of writing.
+	last          int64
+	writeDeadline time.Time
 
 	endOnce    sync.Once
 	readerDone chan struct{} // closed when the reader loop has ended

@@ -90,7 +90,8 @@ type Config struct {
 	// PingInterval (25 s) and PongTimeout (60 s) detect dead peers.
 	PingInterval time.Duration
 	PongTimeout  time.Duration
-	// WriteTimeout bounds one frame write (10 s).
+	// WriteTimeout bounds a socket write (10 s): one that makes no
+	// progress fails after between half of it and all of it.
 	WriteTimeout time.Duration
 	// SendLimit is the per-user send rate across all of the user's
 	// connections on every gateway (20/s, burst 40). Rate 0 disables it.

@@ -27,11 +27,52 @@ func TestSlowReaderClosed4008(t *testing.T) {
 		c.WriteTimeout = 2 * time.Minute
 	})
 	aliceID, tok := e.user("alice")
+	slow := dialSlow(t, e, tok)
+	slow.next("welcome")
+	fast := e.dial(tok, true, "")
+	fast.next("welcome")
 
+	flood(t, e, fast, aliceID, 6000)
+	if code := slow.closeCode(); code != ws.CloseTooSlow {
+		t.Fatalf("slow client close code %d", code)
+	}
+}
+
+// A socket write that makes no progress fails after WriteTimeout, and the
+// connection ends, even while its queue has room (the write deadline is
+// moved on only every half WriteTimeout, never left behind).
+func TestStalledWriteTimesOut(t *testing.T) {
+	e := newEnv(t, func(c *ws.Config) {
+		c.SendQueue = 1 << 20
+		c.WriteTimeout = time.Second
+	})
+	aliceID, aliceTok := e.user("alice")
+	_, bobTok := e.user("bob")
+	alice := e.dial(aliceTok, true, "")
+	alice.next("welcome")
+	bob := dialSlow(t, e, bobTok)
+	bob.next("welcome")
+
+	// Bob stops reading; the flood fills his socket's buffers, and the
+	// server's write to him stalls.
+	flood(t, e, alice, aliceID, 6000)
+	// Only the stalled write failing can end bob's connection: his client
+	// keeps its socket open, and his queue never fills.
+	for {
+		f := alice.frame()
+		if f["type"] == "presence" && f["event"] == "leave" && f["nickname"] == "bob" {
+			break
+		}
+	}
+}
+
+// dialSlow connects with a bounded receive buffer (set before connecting,
+// and well above the loopback MSS), so that a flood the client does not
+// read overflows the buffers.
+func dialSlow(t *testing.T, e *env, tok string) *client {
+	t.Helper()
 	d := fws.Dialer{
 		Subprotocols: []string{ws.Subprotocol},
-		// A bounded receive buffer (set before connecting, and well above
-		// the loopback MSS) so the flood below overflows the buffers.
 		NetDial: (&net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
@@ -44,27 +85,28 @@ func TestSlowReaderClosed4008(t *testing.T) {
 		}}).Dial,
 	}
 	h := http.Header{"Authorization": {"Bearer " + tok}}
-	slowConn, _, err := d.Dial(e.url(strconv.FormatInt(e.room, 10), ""), h)
+	conn, _, err := d.Dial(e.url(strconv.FormatInt(e.room, 10), ""), h)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer slowConn.Close()
-	slow := &client{t: t, c: slowConn}
-	slow.next("welcome")
-	fast := e.dial(tok, true, "")
-	fast.next("welcome")
+	t.Cleanup(func() { conn.Close() })
+	return &client{t: t, c: conn}
+}
 
-	// Messages are added in chunks smaller than the queue, each once the
-	// fast client has received the previous one, so only the slow client
-	// falls behind.
-	const n, chunk = 6000, 50
+// flood appends n messages of 1500 bytes from userID (seqs 1..n) to the
+// room's fan-out stream and has fast receive each of them, in order.
+// Messages are added in chunks smaller than any queue, each once fast has
+// received the previous one, so only clients that do not read fall behind.
+func flood(t *testing.T, e *env, fast *client, userID int64, n int) {
+	t.Helper()
+	const chunk = 50
 	content := strings.Repeat("x", 1500)
 	for start := 1; start <= n; start += chunk {
 		pipe := e.rdb.Pipeline()
 		for i := start; i < start+chunk; i++ {
 			b, _ := json.Marshal(message.Message{
 				ID: "id-" + strconv.Itoa(i), Seq: int64(i), RoomID: strconv.FormatInt(e.room, 10),
-				UserID: strconv.FormatInt(aliceID, 10), Nickname: "alice", Content: content,
+				UserID: strconv.FormatInt(userID, 10), Nickname: "alice", Content: content,
 				TimeCreated: message.FormatTime(time.Now()),
 			})
 			pipe.XAdd(context.Background(), &redis.XAddArgs{
@@ -80,9 +122,6 @@ func TestSlowReaderClosed4008(t *testing.T) {
 				t.Fatalf("fast client got seq %v, want %v", m["seq"], want)
 			}
 		}
-	}
-	if code := slow.closeCode(); code != ws.CloseTooSlow {
-		t.Fatalf("slow client close code %d", code)
 	}
 }
 
