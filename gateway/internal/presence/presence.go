@@ -6,6 +6,10 @@
 // and its score is the time in Unix milliseconds after which the entry is
 // stale. The owning gateway refreshes its entries well before they go stale,
 // so the connections of a gateway that died stop being listed within the TTL.
+// Each user in a room also has a sorted set of their own connections there,
+// UserKey(prefix, roomID, userID), with the same members and scores: whether
+// a join or a leave is the user's first or last connection is read from it,
+// at a cost that does not grow with the room.
 package presence
 
 import (
@@ -25,6 +29,11 @@ const TTL = 30 * time.Second
 // Key is the sorted set holding the connections of roomID.
 func Key(prefix string, roomID int64) string {
 	return prefix + "presence:" + strconv.FormatInt(roomID, 10)
+}
+
+// UserKey is the sorted set holding the connections of userID in roomID.
+func UserKey(prefix string, roomID int64, userID string) string {
+	return Key(prefix, roomID) + ":user:" + userID
 }
 
 // Member encodes one connection as a sorted-set member.

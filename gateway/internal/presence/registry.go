@@ -28,40 +28,43 @@ const (
 // user is in the room (on any gateway), appends a join entry to the room's
 // fan-out stream. Doing both in one script makes "first connection"
 // atomic across gateways. Stale entries (of gateways that died) are dropped
-// on the way.
+// on the way. It reads only the user's own set, so a join costs the same in
+// a room of 10 and of 10 000 (reading the whole room for every join and
+// leave made a big room filling or emptying stall Redis for everyone: about
+// half a second for 1000 clients leaving one room).
 //
-// KEYS: presence set, fan-out stream. ARGV: member, score, now ms, user id,
+// KEYS: room set, user set, fan-out stream. ARGV: member, score, now ms,
 // payload, stream maxlen, key ttl ms.
 var joinScript = redis.NewScript(`
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], '+inf')
-local first = 1
-for _, m in ipairs(live) do
-  if m ~= ARGV[1] and string.match(m, '^[^|]*|[^|]*|([^|]*)|') == ARGV[4] then
-    first = 0
-    break
-  end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
+local others = redis.call('ZCARD', KEYS[2])
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  others = others - 1
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-if first == 1 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', 'presence', 'd', ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+if others == 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'k', 'presence', 'd', ARGV[4])
+  return 1
 end
-return first
+return 0
 `)
 
 // leaveScript removes a connection and, when the user has no other live
-// connection in the room, appends a leave entry. Same KEYS and ARGV as
-// joinScript without score and ttl.
+// connection in the room, appends a leave entry.
+//
+// KEYS: room set, user set, fan-out stream. ARGV: member, now ms, payload,
+// stream maxlen.
 var leaveScript = redis.NewScript(`
 redis.call('ZREM', KEYS[1], ARGV[1])
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], '+inf')
-for _, m in ipairs(live) do
-  if string.match(m, '^[^|]*|[^|]*|([^|]*)|') == ARGV[4] then
-    return 0
-  end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('ZCOUNT', KEYS[2], ARGV[2], '+inf') > 0 then
+  return 0
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', 'presence', 'd', ARGV[5])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'k', 'presence', 'd', ARGV[3])
 return 1
 `)
 
@@ -76,7 +79,7 @@ type Registry struct {
 	logger    *slog.Logger
 
 	mu    sync.Mutex
-	local map[string]int64 // member → room id, this gateway's live entries
+	local map[string]Conn // member → connection, this gateway's live entries
 }
 
 // NewRegistry returns the registry of gateway gatewayID (unique per running
@@ -85,7 +88,7 @@ func NewRegistry(rdb redis.UniversalClient, prefix, gatewayID string, logger *sl
 	return &Registry{
 		rdb: rdb, prefix: prefix, gatewayID: gatewayID,
 		maxLen: message.DefaultFanoutMaxLen, logger: logger,
-		local: map[string]int64{},
+		local: map[string]Conn{},
 	}
 }
 
@@ -98,6 +101,11 @@ type Conn struct {
 }
 
 func (r *Registry) member(c Conn) string { return Member(r.gatewayID, c.ConnID, c.UserID, c.Nickname) }
+
+// keys are the KEYS of the join and leave scripts for c.
+func (r *Registry) keys(c Conn) []string {
+	return []string{Key(r.prefix, c.RoomID), UserKey(r.prefix, c.RoomID, c.UserID), message.FanoutStream(r.prefix, c.RoomID)}
+}
 
 func (r *Registry) payload(c Conn, event string, now time.Time) string {
 	b, _ := json.Marshal(message.Presence{
@@ -114,12 +122,11 @@ func (r *Registry) payload(c Conn, event string, now time.Time) string {
 func (r *Registry) Join(ctx context.Context, c Conn) (first bool, err error) {
 	m := r.member(c)
 	r.mu.Lock()
-	r.local[m] = c.RoomID
+	r.local[m] = c
 	r.mu.Unlock()
 	now := time.Now()
-	n, err := joinScript.Run(ctx, r.rdb,
-		[]string{Key(r.prefix, c.RoomID), message.FanoutStream(r.prefix, c.RoomID)},
-		m, now.Add(TTL).UnixMilli(), now.UnixMilli(), c.UserID, r.payload(c, EventJoin, now),
+	n, err := joinScript.Run(ctx, r.rdb, r.keys(c),
+		m, now.Add(TTL).UnixMilli(), now.UnixMilli(), r.payload(c, EventJoin, now),
 		r.maxLen, (2 * TTL).Milliseconds(),
 	).Int()
 	if err != nil {
@@ -136,9 +143,8 @@ func (r *Registry) Leave(ctx context.Context, c Conn) (last bool, err error) {
 	delete(r.local, m)
 	r.mu.Unlock()
 	now := time.Now()
-	n, err := leaveScript.Run(ctx, r.rdb,
-		[]string{Key(r.prefix, c.RoomID), message.FanoutStream(r.prefix, c.RoomID)},
-		m, 0, now.UnixMilli(), c.UserID, r.payload(c, EventLeave, now), r.maxLen,
+	n, err := leaveScript.Run(ctx, r.rdb, r.keys(c),
+		m, now.UnixMilli(), r.payload(c, EventLeave, now), r.maxLen,
 	).Int()
 	if err != nil {
 		return false, fmt.Errorf("presence leave room %d: %w", c.RoomID, err)
@@ -173,13 +179,15 @@ func (r *Registry) Refresh(ctx context.Context) error {
 	}
 	score := float64(time.Now().Add(TTL).UnixMilli())
 	pipe := r.rdb.Pipeline()
-	rooms := map[int64]bool{}
-	for m, room := range entries {
-		pipe.ZAdd(ctx, Key(r.prefix, room), redis.Z{Score: score, Member: m})
-		rooms[room] = true
+	keys := map[string]bool{}
+	for m, c := range entries {
+		for _, k := range []string{Key(r.prefix, c.RoomID), UserKey(r.prefix, c.RoomID, c.UserID)} {
+			pipe.ZAdd(ctx, k, redis.Z{Score: score, Member: m})
+			keys[k] = true
+		}
 	}
-	for room := range rooms {
-		pipe.PExpire(ctx, Key(r.prefix, room), 2*TTL)
+	for k := range keys {
+		pipe.PExpire(ctx, k, 2*TTL)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("refresh %d presence entries: %w", len(entries), err)

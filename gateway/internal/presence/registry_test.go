@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"rooms/gateway/internal/presence"
 	"rooms/shared/message"
 	"rooms/shared/testenv"
@@ -116,5 +118,78 @@ func TestRefreshAndTyping(t *testing.T) {
 	}
 	if n := rdb.ZCard(ctx, presence.Key(prefix, 17)).Val(); n != 0 {
 		t.Fatalf("%d entries after leave and refresh", n)
+	}
+}
+
+// First and last are decided by the user's live connections only: a stale
+// entry (of a gateway that died) neither hides a join nor holds back a
+// leave, and other users in the room do not count.
+func TestStaleConnectionsDoNotCount(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dead := presence.NewRegistry(rdb, prefix, "gw-dead", logger)
+	gw := presence.NewRegistry(rdb, prefix, "gw1", logger)
+	const room = 9
+	old := presence.Conn{RoomID: room, ConnID: "old", UserID: "3", Nickname: "bob"}
+	bob := presence.Conn{RoomID: room, ConnID: "new", UserID: "3", Nickname: "bob"}
+	amy := presence.Conn{RoomID: room, ConnID: "c", UserID: "4", Nickname: "amy"}
+
+	if first, err := dead.Join(ctx, old); err != nil || !first {
+		t.Fatalf("first join = %v, %v", first, err)
+	}
+	// The dead gateway stops refreshing: its entry goes stale.
+	staleAt := float64(time.Now().Add(-time.Second).UnixMilli())
+	m := presence.Member("gw-dead", "old", "3", "bob")
+	for _, k := range []string{presence.Key(prefix, room), presence.UserKey(prefix, room, "3")} {
+		if err := rdb.ZAdd(ctx, k, redis.Z{Score: staleAt, Member: m}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first, err := gw.Join(ctx, amy); err != nil || !first {
+		t.Fatalf("amy's join = %v, %v", first, err)
+	}
+	if first, err := gw.Join(ctx, bob); err != nil || !first {
+		t.Fatalf("bob's join beside a stale entry = %v, %v, want first", first, err)
+	}
+	// Put a stale entry back and leave: bob's only live connection is gone.
+	if err := rdb.ZAdd(ctx, presence.UserKey(prefix, room, "3"), redis.Z{Score: staleAt, Member: m}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if last, err := gw.Leave(ctx, bob); err != nil || !last {
+		t.Fatalf("bob's leave beside a stale entry = %v, %v, want last", last, err)
+	}
+	clients, err := presence.List(ctx, rdb, prefix, room, time.Now())
+	if err != nil || len(clients) != 1 || clients[0].UserID != "4" {
+		t.Fatalf("List = %+v, %v", clients, err)
+	}
+}
+
+// The refresher puts back a user's own set too: after Redis lost both, a
+// second connection of the user is not announced again.
+func TestRefreshRestoresUserSet(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	r := presence.NewRegistry(rdb, prefix, "gw1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := presence.Conn{RoomID: 21, ConnID: "a", UserID: "3", Nickname: "bob"}
+	b := presence.Conn{RoomID: 21, ConnID: "b", UserID: "3", Nickname: "bob"}
+	if _, err := r.Join(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Del(ctx, presence.Key(prefix, 21), presence.UserKey(prefix, 21, "3"))
+	if err := r.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := rdb.PTTL(ctx, presence.UserKey(prefix, 21, "3")).Val(); ttl <= 0 {
+		t.Fatalf("user set TTL after refresh = %v", ttl)
+	}
+	if first, err := r.Join(ctx, b); err != nil || first {
+		t.Fatalf("second connection after a refresh = %v, %v, want not first", first, err)
+	}
+	if last, err := r.Leave(ctx, a); err != nil || last {
+		t.Fatalf("leave of one of two = %v, %v, want not last", last, err)
+	}
+	if last, err := r.Leave(ctx, b); err != nil || !last {
+		t.Fatalf("leave of the last = %v, %v, want last", last, err)
 	}
 }
