@@ -15,12 +15,14 @@ import (
 	"rooms/shared/testenv"
 )
 
+// quiet is the registries' logger in these tests.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
 func TestJoinLeaveAcrossGateways(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := testenv.Redis(t)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	gw1 := presence.NewRegistry(rdb, prefix, "gw1", logger)
-	gw2 := presence.NewRegistry(rdb, prefix, "gw2", logger)
+	gw1 := presence.NewRegistry(rdb, prefix, "gw1", quiet)
+	gw2 := presence.NewRegistry(rdb, prefix, "gw2", quiet)
 	const room = 5
 	bobA := presence.Conn{RoomID: room, ConnID: "a", UserID: "3", Nickname: "bob"}
 	bobB := presence.Conn{RoomID: room, ConnID: "b", UserID: "3", Nickname: "bob"}
@@ -85,22 +87,32 @@ func TestJoinLeaveAcrossGateways(t *testing.T) {
 	}
 }
 
+// The refresher puts back what Redis lost, the user's own set too (a second
+// connection of the user is then not announced again); typing goes to the
+// room's stream; leaves take the entries out for good.
 func TestRefreshAndTyping(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := testenv.Redis(t)
-	r := presence.NewRegistry(rdb, prefix, "gw1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r := presence.NewRegistry(rdb, prefix, "gw1", quiet)
 	c := presence.Conn{RoomID: 17, ConnID: "a", UserID: "3", Nickname: "bob"}
+	c2 := presence.Conn{RoomID: 17, ConnID: "b", UserID: "3", Nickname: "bob"}
 	if _, err := r.Join(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	// A Redis restart loses the entry; the refresher puts it back.
-	rdb.Del(ctx, presence.Key(prefix, 17))
+	// A Redis restart loses the entries; the refresher puts them back.
+	rdb.Del(ctx, presence.Key(prefix, 17), presence.UserKey(prefix, 17, "3"))
 	if err := r.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	score, err := rdb.ZScore(ctx, presence.Key(prefix, 17), presence.Member("gw1", "a", "3", "bob")).Result()
 	if err != nil || int64(score) < time.Now().UnixMilli() {
 		t.Fatalf("score %v, %v", score, err)
+	}
+	if ttl := rdb.PTTL(ctx, presence.UserKey(prefix, 17, "3")).Val(); ttl <= 0 {
+		t.Fatalf("user set TTL after refresh = %v", ttl)
+	}
+	if first, err := r.Join(ctx, c2); err != nil || first {
+		t.Fatalf("second connection after a refresh = %v, %v, want not first", first, err)
 	}
 	if err := r.Typing(ctx, c); err != nil {
 		t.Fatal(err)
@@ -110,8 +122,11 @@ func TestRefreshAndTyping(t *testing.T) {
 	if last.Values[message.FieldKind] != message.KindTyping {
 		t.Fatalf("last entry %v", last.Values)
 	}
-	if _, err := r.Leave(ctx, c); err != nil {
-		t.Fatal(err)
+	if last, err := r.Leave(ctx, c); err != nil || last {
+		t.Fatalf("leave of one of two = %v, %v, want not last", last, err)
+	}
+	if last, err := r.Leave(ctx, c2); err != nil || !last {
+		t.Fatalf("leave of the last = %v, %v, want last", last, err)
 	}
 	if err := r.Refresh(ctx); err != nil {
 		t.Fatal(err)
@@ -127,9 +142,8 @@ func TestRefreshAndTyping(t *testing.T) {
 func TestStaleConnectionsDoNotCount(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := testenv.Redis(t)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dead := presence.NewRegistry(rdb, prefix, "gw-dead", logger)
-	gw := presence.NewRegistry(rdb, prefix, "gw1", logger)
+	dead := presence.NewRegistry(rdb, prefix, "gw-dead", quiet)
+	gw := presence.NewRegistry(rdb, prefix, "gw1", quiet)
 	const room = 9
 	old := presence.Conn{RoomID: room, ConnID: "old", UserID: "3", Nickname: "bob"}
 	bob := presence.Conn{RoomID: room, ConnID: "new", UserID: "3", Nickname: "bob"}
@@ -162,34 +176,5 @@ func TestStaleConnectionsDoNotCount(t *testing.T) {
 	clients, err := presence.List(ctx, rdb, prefix, room, time.Now())
 	if err != nil || len(clients) != 1 || clients[0].UserID != "4" {
 		t.Fatalf("List = %+v, %v", clients, err)
-	}
-}
-
-// The refresher puts back a user's own set too: after Redis lost both, a
-// second connection of the user is not announced again.
-func TestRefreshRestoresUserSet(t *testing.T) {
-	ctx := context.Background()
-	rdb, prefix := testenv.Redis(t)
-	r := presence.NewRegistry(rdb, prefix, "gw1", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	a := presence.Conn{RoomID: 21, ConnID: "a", UserID: "3", Nickname: "bob"}
-	b := presence.Conn{RoomID: 21, ConnID: "b", UserID: "3", Nickname: "bob"}
-	if _, err := r.Join(ctx, a); err != nil {
-		t.Fatal(err)
-	}
-	rdb.Del(ctx, presence.Key(prefix, 21), presence.UserKey(prefix, 21, "3"))
-	if err := r.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if ttl := rdb.PTTL(ctx, presence.UserKey(prefix, 21, "3")).Val(); ttl <= 0 {
-		t.Fatalf("user set TTL after refresh = %v", ttl)
-	}
-	if first, err := r.Join(ctx, b); err != nil || first {
-		t.Fatalf("second connection after a refresh = %v, %v, want not first", first, err)
-	}
-	if last, err := r.Leave(ctx, a); err != nil || last {
-		t.Fatalf("leave of one of two = %v, %v, want not last", last, err)
-	}
-	if last, err := r.Leave(ctx, b); err != nil || !last {
-		t.Fatalf("leave of the last = %v, %v, want last", last, err)
 	}
 }
