@@ -71,7 +71,11 @@ type App struct {
 const connectTimeout = 10 * time.Second
 
 // sendLeaseTTL is how long the gateway keeps send-limit tokens it leased
-// from Redis and has not spent yet (see ratelimit.Leased).
+// from Redis (SEND_BURST/8 at a time) and has not spent yet. With 1 s, a
+// user sending fewer than a lease's worth a second (the benchmark's chat
+// sends 2 a second each) let every lease expire after a token or two and
+// cost one Redis script call per message or so; the life changes neither
+// bound of the limit (see ratelimit.Leased).
 const sendLeaseTTL = 10 * time.Second
 
 // New connects to the dependencies and builds every component. It fails
@@ -154,11 +158,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if a.Tracing, err = tracing.New(ctx, os.Getenv, "gateway"); err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	// The send limit is checked through leases of SendBurst/8 tokens that
-	// live sendLeaseTTL. A user sending slower than a lease per second
-	// (most: the benchmark's chat sends 2 a second each) would otherwise
-	// let every lease expire after a token or two and pay one Redis script
-	// call per message or so; a longer life changes no bound (ratelimit.Leased).
 	sendLimit := ratelimit.Limit{Rate: cfg.SendRate, Burst: cfg.SendBurst, Period: time.Second}
 	a.WS = ws.New(ws.Config{
 		// A fresh suffix per process keeps the presence entries of a

@@ -179,14 +179,14 @@ func (r *Registry) Refresh(ctx context.Context) error {
 	}
 	score := float64(time.Now().Add(TTL).UnixMilli())
 	pipe := r.rdb.Pipeline()
-	keys := map[string]bool{}
+	sets := map[string]bool{} // every room and user set touched, to expire once
 	for m, c := range entries {
 		for _, k := range []string{Key(r.prefix, c.RoomID), UserKey(r.prefix, c.RoomID, c.UserID)} {
 			pipe.ZAdd(ctx, k, redis.Z{Score: score, Member: m})
-			keys[k] = true
+			sets[k] = true
 		}
 	}
-	for k := range keys {
+	for k := range sets {
 		pipe.PExpire(ctx, k, 2*TTL)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
