@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // trimFixture is a broker with a two-partition topic holding ten records
@@ -24,6 +28,13 @@ type trimFixture struct {
 func newTrimFixture(t *testing.T, ctx context.Context, dir string, extra ...string) *trimFixture {
 	t.Helper()
 	addr, stop := startBroker(t, dir, extra...)
+	return fillTrimFixture(t, ctx, addr, stop)
+}
+
+// fillTrimFixture creates the fixture's topic and records on the broker at
+// addr.
+func fillTrimFixture(t *testing.T, ctx context.Context, addr string, stop func()) *trimFixture {
+	t.Helper()
 	f := &trimFixture{addr: addr, stop: stop, topic: "trim-test"}
 	f.connect(t)
 	if _, err := f.adm.CreateTopic(ctx, 2, 1, nil, f.topic); err != nil {
@@ -158,6 +169,71 @@ func TestTrimDeletesOnlyWhatEveryGroupCommitted(t *testing.T) {
 	if got := f.starts(t, ctx); got != [2]int64{9, 9} {
 		t.Fatalf("start offsets with everything committed = %v, want [9 9]", got)
 	}
+}
+
+func TestTrimLeavesAPartitionItCannotLookUp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatalf("broker: %v", err)
+	}
+	defer c.Close()
+	f := fillTrimFixture(t, ctx, c.ListenAddrs()[0], c.Close)
+	f.commit(t, ctx, "g1", map[int32]int64{0: 6, 1: 6})
+
+	// The broker answers the start offsets of partition 1 with an error
+	// (partition 0 with its true start, 0); every other request is its own.
+	var failing atomic.Bool
+	failing.Store(true)
+	c.ControlKey(int16(kmsg.ListOffsets), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kreq.(*kmsg.ListOffsetsRequest)
+		if !failing.Load() || !onlyStartOffsets(req) {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewListOffsetsResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewListOffsetsResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.LeaderEpoch = -1
+				sp.Offset = 0
+				if rp.Partition == 1 {
+					sp.ErrorCode = kerr.UnknownServerError.Code
+					sp.Offset = -1
+				}
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+
+	// Partition 0 is trimmed to the commit; partition 1, whose start could
+	// not be read, is left whole, and the round does not fail.
+	n, err := trimCommitted(ctx, f.adm, 0)
+	if err != nil || n != 6 {
+		t.Fatalf("trim with partition 1's start unreadable = %d, %v; want 6 records, nil", n, err)
+	}
+	failing.Store(false)
+	if got := f.starts(t, ctx); got != [2]int64{6, 0} {
+		t.Fatalf("start offsets = %v, want [6 0]", got)
+	}
+}
+
+// onlyStartOffsets reports whether req asks for log start offsets alone.
+func onlyStartOffsets(req *kmsg.ListOffsetsRequest) bool {
+	for _, rt := range req.Topics {
+		for _, rp := range rt.Partitions {
+			if rp.Timestamp != -2 {
+				return false
+			}
+		}
+	}
+	return len(req.Topics) > 0
 }
 
 func TestBrokerTrimsOnItsOwnAndKeepsTheTrimAcrossRestarts(t *testing.T) {
