@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -234,13 +235,15 @@ var errStoredBefore = errors.New("the batch repeats stored messages")
 // and dead letter belongs to (so a combined batch can be split again).
 //
 // A first try is optimistic: it assumes no record repeats a stored message
-// and skips the look-up of stored duplicates, inserting with ON CONFLICT DO
-// NOTHING. When every row went in, that was right and the batch commits. A
-// row that did not go in repeats a stored message: the transaction is
-// rolled back (its seqs are not used) and the batch is written again with
-// the look-up. Repeats are rare (a redelivery after a crash or rebalance, a
-// client resending): the common batch saves a query and two index searches
-// per record.
+// and skips the look-up of stored duplicates. When every row went in, that
+// was right and the batch commits. A row that breaks a unique index repeats
+// a stored message: the insert fails, the transaction is rolled back (its
+// seqs are not used) and the batch is written again with the look-up.
+// Repeats are rare (a redelivery after a crash or rebalance, a client
+// resending): the common batch saves a query and two index searches per
+// record. The insert has no ON CONFLICT clause: that would probe every
+// unique index for each row before inserting it, and the insert checks
+// them anyway.
 func (s *Store) writeTagged(ctx context.Context, recs []Record, attempts int) (written, error) {
 	if attempts <= 1 {
 		res, err := s.writeOnce(ctx, recs, attempts, false)
@@ -411,12 +414,8 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 			FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_seq)
 			WHERE r.id = u.id AND u.last_seq > r.last_seq`, ids, seqs)
 		b.Queue(`SET LOCAL plan_cache_mode = auto`)
-		insert := `INSERT INTO messages (room_id, seq, id, user_id, nickname, content, client_msg_id, time_created)
-			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])`
-		if !lookup {
-			insert += ` ON CONFLICT DO NOTHING`
-		}
-		b.Queue(insert,
+		b.Queue(`INSERT INTO messages (room_id, seq, id, user_id, nickname, content, client_msg_id, time_created)
+			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])`,
 			newRows.rooms, newRows.seqs, newRows.ids, newRows.users, newRows.nicknames, newRows.contents, newRows.clientIDs, newRows.created)
 		br := tx.SendBatch(ctx, b)
 		if _, err := br.Exec(); err != nil {
@@ -430,13 +429,13 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 		tag, err := br.Exec()
 		if err != nil {
 			_ = br.Close()
+			if !lookup && isUniqueViolation(err) {
+				return res, errStoredBefore
+			}
 			return res, fmt.Errorf("insert %d messages: %w", len(newRows.seqs), err)
 		}
 		if n := tag.RowsAffected(); n != int64(len(newRows.seqs)) {
 			_ = br.Close()
-			if !lookup {
-				return res, errStoredBefore
-			}
 			return res, fmt.Errorf("insert %d messages: %d rows inserted", len(newRows.seqs), n)
 		}
 		if err := br.Close(); err != nil {
@@ -628,4 +627,10 @@ func uuidString(u pgtype.UUID) string {
 	v, _ := u.Value()
 	s, _ := v.(string)
 	return s
+}
+
+// isUniqueViolation reports whether err is PostgreSQL's unique_violation.
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
