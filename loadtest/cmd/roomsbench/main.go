@@ -299,6 +299,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		res.Workloads = append(res.Workloads, wl)
 	}
 	res.Finished = time.Now()
+	res.Goals = judge(cfg, res)
 	res.WriteTable(stdout)
 	path, err := res.WriteJSON(cfg.Results, cfg.Prefix)
 	if err != nil {

@@ -83,6 +83,17 @@ type Result struct {
 	Host      Host       `json:"host"`
 	Note      string     `json:"note,omitempty"`
 	Workloads []Workload `json:"workloads"`
+	// Goals are the performance targets this run could be judged on.
+	Goals []Goal `json:"goals,omitempty"`
+}
+
+// Goal is one performance target, what the run measured and whether the
+// run met it.
+type Goal struct {
+	Name     string `json:"name"`
+	Target   string `json:"target"`
+	Measured string `json:"measured"`
+	Met      bool   `json:"met"`
 }
 
 // Host describes the machine.
@@ -188,6 +199,21 @@ func (r *Result) WriteTable(w io.Writer) {
 			status = "FAILED: " + strings.Join(wl.Problems, "; ")
 		}
 		fmt.Fprintf(w, "result: %s\n", status)
+	}
+	if len(r.Goals) > 0 {
+		met := 0
+		fmt.Fprintf(w, "\n== targets (docs/performance.md)\n")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, g := range r.Goals {
+			verdict := "missed"
+			if g.Met {
+				verdict = "met"
+				met++
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", g.Name, verdict, g.Measured, g.Target)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "targets met: %d of %d\n", met, len(r.Goals))
 	}
 }
 
