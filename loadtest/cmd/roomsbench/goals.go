@@ -11,14 +11,14 @@ import (
 // "Against the targets"), each judged only when the run has the workload in
 // the shape the target is stated for.
 const (
-	goalChatRate     = 2000  // msgs/s of the chat step the latency and CPU targets are for
-	goalChatP99      = 50.0  // ms
-	goalChatHeld     = 8000  // msgs/s
-	goalCPU          = 15.0  // server CPU-µs per delivered message
-	goalConnectP99   = 50.0  // ms
-	goalKBPerConn    = 16.0  // KB of gateway Go memory per idle connection
-	goalFanoutP99    = 50.0  // ms
-	goalResumeWithin = 2000. // ms from reconnecting to the last missed message
+	goalChatRate     = 2000   // msgs/s of the chat step the latency and CPU targets are for
+	goalChatP99      = 50.0   // ms
+	goalChatHeld     = 8000   // msgs/s
+	goalCPU          = 15.0   // server CPU-µs per delivered message
+	goalConnectP99   = 50.0   // ms
+	goalKBPerConn    = 16.0   // KB of gateway Go memory per idle connection
+	goalFanoutP99    = 50.0   // ms
+	goalResumeWithin = 2000.0 // ms from reconnecting to the last missed message
 )
 
 // judge returns the targets this run can be judged on, with what it
