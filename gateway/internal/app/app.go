@@ -148,7 +148,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("kafka topic %s: %w", cfg.Kafka.Topic, err)
 	}
 	if a.Producer, err = produce.New(produce.Config{
-		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Linger: cfg.KafkaLinger,
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Linger: cfg.KafkaLinger, Compression: cfg.KafkaCompression,
 		MessageTimeout: cfg.KafkaMessageTimeout, QueueMax: cfg.KafkaQueueMax,
 		Metrics: a.Metrics.Produce,
 	}, log); err != nil {

@@ -28,7 +28,8 @@ func TestParseConfig(t *testing.T) {
 	}
 	if cfg.HTTPAddr != "127.0.0.1:8081" || cfg.AccessTTL != 15*time.Minute || cfg.RefreshTTL != 720*time.Hour ||
 		cfg.TicketTTL != 30*time.Second || cfg.HashConcurrency != 2 || cfg.MaxContent != 2000 ||
-		cfg.TrustedProxies != "127.0.0.1" || cfg.GatewayID == "" || cfg.JWTSecret != app.DevJWTSecret {
+		cfg.TrustedProxies != "127.0.0.1" || cfg.GatewayID == "" || cfg.JWTSecret != app.DevJWTSecret ||
+		cfg.KafkaCompression != "lz4" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	bad := []map[string]string{
@@ -38,6 +39,7 @@ func TestParseConfig(t *testing.T) {
 		{"HASH_CONCURRENCY": "0"},
 		{"AUTH_RATE_LIMIT": "-1"},
 		{"GATEWAY_ID": "a|b"},
+		{"KAFKA_COMPRESSION": "brotli"},
 	}
 	for _, m := range bad {
 		if _, err := app.ParseConfig(env(m)); err == nil {

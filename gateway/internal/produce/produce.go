@@ -48,6 +48,8 @@ type Config struct {
 	Topic   string
 	// Linger is how long librdkafka waits to batch records (at most 5 ms).
 	Linger time.Duration
+	// Compression is the codec of the record batches ("": lz4).
+	Compression string
 	// MessageTimeout bounds how long a record may wait for delivery before
 	// its report fails.
 	MessageTimeout time.Duration
@@ -66,6 +68,9 @@ func (c Config) withDefaults() Config {
 	if c.Linger > 5*time.Millisecond {
 		c.Linger = 5 * time.Millisecond
 	}
+	if c.Compression == "" {
+		c.Compression = "lz4"
+	}
 	if c.MessageTimeout <= 0 {
 		c.MessageTimeout = 30 * time.Second
 	}
@@ -81,13 +86,22 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// ValidCompression reports whether codec is one the producer takes.
+func ValidCompression(codec string) bool {
+	switch codec {
+	case "none", "gzip", "snappy", "lz4", "zstd":
+		return true
+	}
+	return false
+}
+
 func (c Config) configMap() *kafka.ConfigMap {
 	m := kafka.ConfigMap{
 		"bootstrap.servers":            c.Brokers,
 		"enable.idempotence":           true,
 		"acks":                         "all",
 		"linger.ms":                    int(c.Linger / time.Millisecond),
-		"compression.type":             "lz4",
+		"compression.type":             c.Compression,
 		"message.timeout.ms":           int(c.MessageTimeout / time.Millisecond),
 		"queue.buffering.max.messages": c.QueueMax,
 		"enable.metrics.push":          false,
