@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,8 +67,8 @@ type Config struct {
 	// KafkaLinger is the producer's linger (at most a few ms: it is added
 	// to every message's latency).
 	KafkaLinger time.Duration `env:"KAFKA_LINGER" envDefault:"5ms"`
-	// KafkaCompression is the producer's compression codec (none, gzip,
-	// snappy, lz4 or zstd).
+	// KafkaCompression is the producer's compression codec, one of
+	// produce.Compressions.
 	KafkaCompression string `env:"KAFKA_COMPRESSION" envDefault:"lz4"`
 	// KafkaMessageTimeout bounds how long a message waits for Kafka before
 	// its sender gets error "unavailable" (outcome unknown).
@@ -109,8 +110,8 @@ func ParseConfig(getenv func(string) string) (Config, error) {
 		return cfg, fmt.Errorf("AUTH_RATE_LIMIT and AUTH_RATE_LIMIT_IP must not be negative")
 	case cfg.SendRate < 0 || cfg.SendBurst < 0:
 		return cfg, fmt.Errorf("SEND_RATE and SEND_BURST must not be negative")
-	case !produce.ValidCompression(cfg.KafkaCompression):
-		return cfg, fmt.Errorf("KAFKA_COMPRESSION must be one of none, gzip, snappy, lz4, zstd, not %q", cfg.KafkaCompression)
+	case !slices.Contains(produce.Compressions, cfg.KafkaCompression):
+		return cfg, fmt.Errorf("KAFKA_COMPRESSION must be one of %s, not %q", strings.Join(produce.Compressions, ", "), cfg.KafkaCompression)
 	case cfg.KafkaMessageTimeout <= 0 || cfg.KafkaQueueMax < 1:
 		return cfg, fmt.Errorf("KAFKA_MESSAGE_TIMEOUT must be positive and KAFKA_QUEUE_MAX at least 1")
 	case cfg.WSMaxConns < 1 || cfg.WSMaxConnsPerUser < 1:

@@ -86,14 +86,8 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// ValidCompression reports whether codec is one the producer takes.
-func ValidCompression(codec string) bool {
-	switch codec {
-	case "none", "gzip", "snappy", "lz4", "zstd":
-		return true
-	}
-	return false
-}
+// Compressions are the codecs the producer takes.
+var Compressions = []string{"none", "gzip", "snappy", "lz4", "zstd"}
 
 func (c Config) configMap() *kafka.ConfigMap {
 	m := kafka.ConfigMap{
