@@ -109,7 +109,7 @@ func stepOutcome(s report.Step) string {
 	if !s.Valid {
 		out += fmt.Sprintf(", generator behind (send lag p99 %.1f ms)", s.SendLag.P99)
 	}
-	if !!s.Check.Broken() {
+	if s.Check.Broken() {
 		out += fmt.Sprintf(", lost %d, duplicated %d, reordered %d, seq gaps %d", s.Check.Lost, s.Check.Dups, s.Check.Reorders, s.Check.SeqGaps)
 	}
 	return out
