@@ -6,6 +6,7 @@ import (
 
 	"rooms/loadtest/internal/check"
 	"rooms/loadtest/internal/report"
+	"rooms/loadtest/internal/stages"
 )
 
 // standardRun is a run of the whole benchmark in its standard shapes, with
@@ -103,5 +104,36 @@ func TestJudgeOnlyStandardShapes(t *testing.T) {
 	r.Workloads[0].Steps = r.Workloads[0].Steps[:3]
 	if _, ok := verdicts(judge(cfg, r))["chat held"]; ok {
 		t.Fatal("chat held judged on steps that all held below the target")
+	}
+}
+
+// A step's slow COMMITs are named with its outcome, and the highest step
+// held names the lowest step that did not hold and why.
+func TestJudgeNamesWhatHeldAStepUp(t *testing.T) {
+	cfg, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := standardRun()
+	chat := r.Workloads[0].Steps
+	chat[2].E2E.P99 = 120
+	chat[2].Stages = map[string]stages.Stage{"commit": {Count: 200, P99: 90, Over100ms: 3}}
+	chat[1].Held = false
+	chat[1].E2E.P99 = 157
+	chat[1].Stages = map[string]stages.Stage{"commit": {Count: 50, P99: 40, Over100ms: 2}}
+	r.Workloads[0].HighestHeld = 0
+	measured := map[string]string{}
+	for _, g := range judge(cfg, r) {
+		measured[g.Name] = g.Measured
+	}
+	if want := "p99 120.0 ms, 3 commits over 100 ms"; measured["chat 2000"] != want {
+		t.Errorf("chat 2000 measured %q, want %q", measured["chat 2000"], want)
+	}
+	if want := "0 msgs/s (steps up to 4000); 250 did not hold: p99 157.0 ms, 2 commits over 100 ms"; measured["chat held"] != want {
+		t.Errorf("chat held measured %q, want %q", measured["chat held"], want)
+	}
+	// Without slow commits the outcome says nothing of them.
+	if got := stepOutcome(r.Workloads[1].Steps[0]); got != "p99 25.9 ms" {
+		t.Errorf("fanout outcome %q, want %q", got, "p99 25.9 ms")
 	}
 }
