@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -35,61 +36,51 @@ func main() {
 	top := flag.Int("top", 5, "threads to show per process")
 	stack := flag.Bool("stack", false, "sample every process of the local stack (.run/pid/*.pid)")
 	flag.Parse()
-	procs, err := parseProcs(flag.Args())
+	groups, err := parseProcs(flag.Args())
 	if err == nil && *stack {
-		var more []proc
-		more, err = stackProcs(".run/pid")
-		procs = append(procs, more...)
+		var more []procstat.Group
+		more, err = stackGroups(".run/pid")
+		groups = append(groups, more...)
 	}
-	if err == nil && len(procs) == 0 {
+	if err == nil && len(groups) == 0 {
 		err = fmt.Errorf("no processes: give name=pid arguments or -stack")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "threadcpu:", err)
 		os.Exit(2)
 	}
-	before := sampleAll(procs)
+	before := sampleAll(groups)
 	time.Sleep(*d)
-	after := sampleAll(procs)
-	report(os.Stdout, procs, before, after, *d, *top)
+	after := sampleAll(groups)
+	report(os.Stdout, groups, before, after, *d, *top)
 }
 
-// proc is a process to sample.
-type proc struct {
-	Name string
-	PID  int
-}
-
-func parseProcs(args []string) ([]proc, error) {
-	var out []proc
+// parseProcs reads name=pid arguments, a group of one process each.
+func parseProcs(args []string) ([]procstat.Group, error) {
+	var out []procstat.Group
 	for _, a := range args {
 		name, p, ok := strings.Cut(a, "=")
 		pid, err := strconv.Atoi(p)
 		if !ok || err != nil || pid <= 0 {
 			return nil, fmt.Errorf("argument %q is not name=pid", a)
 		}
-		out = append(out, proc{Name: name, PID: pid})
+		out = append(out, procstat.Group{Name: name, PIDs: []int{pid}})
 	}
 	return out, nil
 }
 
-// stackProcs reads the pid files the local stack writes (scripts/stack.sh).
-func stackProcs(dir string) ([]proc, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.pid"))
-	if err != nil || len(files) == 0 {
-		return nil, fmt.Errorf("no pid files in %s: is the stack up (go tool task up)?", dir)
+// stackGroups is the processes of the local stack's pid files
+// (scripts/stack.sh), found as the benchmark finds them
+// (procstat.StackGroups), or an error when none of them runs.
+func stackGroups(dir string) ([]procstat.Group, error) {
+	var out []procstat.Group
+	for _, g := range procstat.StackGroups(dir) {
+		if g.PIDFile != "" {
+			out = append(out, g)
+		}
 	}
-	var out []proc
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
-		}
-		out = append(out, proc{Name: strings.TrimSuffix(filepath.Base(f), ".pid"), PID: pid})
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no running process has a pid file in %s: is the stack up (go tool task up)?", dir)
 	}
 	return out, nil
 }
@@ -103,12 +94,16 @@ type thread struct {
 	Syscall   string // the system call it waited in when read, "running" or "none"
 }
 
-// sampleAll reads every thread of every process; a process or thread gone
-// in between is skipped.
-func sampleAll(procs []proc) map[int]map[int]thread {
-	out := map[int]map[int]thread{}
-	for _, p := range procs {
-		out[p.PID] = sampleProc(fmt.Sprintf("/proc/%d/task", p.PID))
+// sampleAll reads every thread of every group's processes, by group name;
+// a process or thread gone in between is skipped.
+func sampleAll(groups []procstat.Group) map[string]map[int]thread {
+	out := map[string]map[int]thread{}
+	for _, g := range groups {
+		threads := map[int]thread{}
+		for _, pid := range g.Current() {
+			maps.Copy(threads, sampleProc(fmt.Sprintf("/proc/%d/task", pid)))
+		}
+		out[g.Name] = threads
 	}
 	return out
 }
@@ -135,7 +130,7 @@ func sampleProc(taskDir string) map[int]thread {
 			continue
 		}
 		sc, _ := os.ReadFile(filepath.Join(dir, "syscall")) // needs ptrace rights; empty without
-		out[tid] = thread{TID: tid, Name: statName(stat), CPU: cpu, Voluntary: voluntary(status), Syscall: syscallName(sc)}
+		out[tid] = thread{TID: tid, Name: statName(stat), CPU: cpu, Voluntary: procstat.StatusValue(status, "voluntary_ctxt_switches"), Syscall: syscallName(sc)}
 	}
 	return out
 }
@@ -147,17 +142,6 @@ func statName(stat []byte) string {
 		return "?"
 	}
 	return string(stat[i+1 : j])
-}
-
-// voluntary is voluntary_ctxt_switches of a status file (0 when absent).
-func voluntary(status []byte) int64 {
-	for line := range bytes.SplitSeq(status, []byte("\n")) {
-		if rest, ok := bytes.CutPrefix(line, []byte("voluntary_ctxt_switches:")); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(string(rest)), 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 // syscallNames are the x86-64 system calls server threads wait in.
@@ -211,11 +195,11 @@ func diff(before, after map[int]thread, d time.Duration) (threads []usage, total
 	return threads, totalMsPerSec
 }
 
-func report(w io.Writer, procs []proc, before, after map[int]map[int]thread, d time.Duration, top int) {
+func report(w io.Writer, groups []procstat.Group, before, after map[string]map[int]thread, d time.Duration, top int) {
 	fmt.Fprintf(w, "CPU ms/s and voluntary context switches/s per thread over %v (the busiest %d of each process)\n", d, top)
-	for _, p := range procs {
-		threads, total := diff(before[p.PID], after[p.PID], d)
-		fmt.Fprintf(w, "%-10s pid %-7d %7.1f ms/s in %d threads\n", p.Name, p.PID, total, len(threads))
+	for _, g := range groups {
+		threads, total := diff(before[g.Name], after[g.Name], d)
+		fmt.Fprintf(w, "%-10s %7.1f ms/s in %d threads\n", g.Name, total, len(threads))
 		for _, t := range threads[:min(top, len(threads))] {
 			now := "in " + cmp.Or(t.Syscall, "?")
 			if t.Syscall == "running" || t.Syscall == "none" {

@@ -4,10 +4,14 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"rooms/loadtest/internal/procstat"
 )
 
 func TestParsesProcFiles(t *testing.T) {
@@ -16,8 +20,8 @@ func TestParsesProcFiles(t *testing.T) {
 		t.Errorf("statName %q, want %q", got, "rdk:broker 0")
 	}
 	status := []byte("Name:\tgateway\nState:\tS (sleeping)\nvoluntary_ctxt_switches:\t3376\nnonvoluntary_ctxt_switches:\t12\n")
-	if got := voluntary(status); got != 3376 {
-		t.Errorf("voluntary %d, want 3376", got)
+	if got := procstat.StatusValue(status, "voluntary_ctxt_switches"); got != 3376 {
+		t.Errorf("voluntary switches %d, want 3376", got)
 	}
 	for in, want := range map[string]string{
 		"35 0x0 0x7ffd 0x0 0x0 0x0 0x0 0x7ffd 0x46a3e3":   "nanosleep",
@@ -34,24 +38,26 @@ func TestParsesProcFiles(t *testing.T) {
 	if _, err := parseProcs([]string{"gateway-1=12", "worker"}); err == nil {
 		t.Error("parseProcs accepted an argument without =pid")
 	}
-	if ps, err := parseProcs([]string{"gateway-1=12"}); err != nil || len(ps) != 1 || ps[0] != (proc{"gateway-1", 12}) {
+	if ps, err := parseProcs([]string{"gateway-1=12"}); err != nil || len(ps) != 1 || ps[0].Name != "gateway-1" || !slices.Equal(ps[0].Current(), []int{12}) {
 		t.Errorf("parseProcs = %v, %v", ps, err)
 	}
 }
 
-func TestStackProcsReadsPIDFiles(t *testing.T) {
+func TestStackGroupsReadPIDFiles(t *testing.T) {
 	dir := t.TempDir()
-	for name, pid := range map[string]string{"gateway-1": "101\n", "worker-1": "202"} {
+	self := strconv.Itoa(os.Getpid())
+	for name, pid := range map[string]string{"gateway-1": self + "\n", "worker-1": self} {
 		if err := os.WriteFile(dir+"/"+name+".pid", []byte(pid), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ps, err := stackProcs(dir)
-	if err != nil || len(ps) != 2 || ps[0] != (proc{"gateway-1", 101}) || ps[1] != (proc{"worker-1", 202}) {
-		t.Fatalf("stackProcs = %v, %v", ps, err)
+	gs, err := stackGroups(dir)
+	if err != nil || len(gs) != 2 || gs[0].Name != "gateway-1" || gs[1].Name != "worker-1" ||
+		!slices.Equal(gs[0].Current(), []int{os.Getpid()}) || !slices.Equal(gs[1].Current(), []int{os.Getpid()}) {
+		t.Fatalf("stackGroups = %+v, %v", gs, err)
 	}
-	if _, err := stackProcs(t.TempDir()); err == nil {
-		t.Fatal("stackProcs of an empty folder: no error")
+	if _, err := stackGroups(t.TempDir()); err == nil {
+		t.Fatal("stackGroups of an empty folder: no error")
 	}
 }
 
@@ -111,7 +117,8 @@ func TestFindsTheBusyThread(t *testing.T) {
 		t.Errorf("busy thread %.1f ms in the interval of its %.1f ms in all, 30 of them before it", busy.MsPerSec, all)
 	}
 	var out strings.Builder
-	report(&out, []proc{{"self", os.Getpid()}}, map[int]map[int]thread{os.Getpid(): b}, map[int]map[int]thread{os.Getpid(): a}, time.Second, len(threads))
+	self := []procstat.Group{{Name: "self", PIDs: []int{os.Getpid()}}}
+	report(&out, self, map[string]map[int]thread{"self": b}, map[string]map[int]thread{"self": a}, time.Second, len(threads))
 	if !strings.Contains(out.String(), fmt.Sprintf("tid %-7d", tid)) {
 		t.Errorf("report does not show the busy thread:\n%s", out.String())
 	}

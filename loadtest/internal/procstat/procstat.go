@@ -81,23 +81,31 @@ func ParseStat(stat []byte) (time.Duration, error) {
 // ParseRSS returns VmRSS in bytes from /proc/<pid>/status (0 when absent,
 // as for kernel threads and zombies).
 func ParseRSS(status []byte) int64 {
+	return StatusValue(status, "VmRSS") << 10
+}
+
+// StatusValue returns the number of field key ("VmRSS",
+// "voluntary_ctxt_switches", …) in a /proc status file, without its unit
+// (0 when absent).
+func StatusValue(status []byte, key string) int64 {
 	for line := range bytes.SplitSeq(status, []byte("\n")) {
-		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
-		if !ok {
+		name, rest, ok := bytes.Cut(line, []byte(":"))
+		if !ok || string(name) != key {
 			continue
 		}
 		f := strings.Fields(string(rest))
 		if len(f) == 0 {
 			return 0
 		}
-		kb, _ := strconv.ParseInt(f[0], 10, 64)
-		return kb << 10
+		n, _ := strconv.ParseInt(f[0], 10, 64)
+		return n
 	}
 	return 0
 }
 
-// pids returns the group's current processes.
-func (g Group) pids() []int {
+// Current returns the group's processes now (its pid file read again, or
+// its pattern matched again).
+func (g Group) Current() []int {
 	switch {
 	case g.PIDFile != "":
 		raw, err := os.ReadFile(g.PIDFile)
@@ -158,7 +166,7 @@ func cmdline(pid string, buf []byte) string {
 // read sums a group; processes that vanished are skipped.
 func (g Group) read() Sample {
 	var s Sample
-	for _, pid := range g.pids() {
+	for _, pid := range g.Current() {
 		p, err := Read(pid)
 		if err != nil {
 			continue
