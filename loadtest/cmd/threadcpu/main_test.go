@@ -1,40 +1,17 @@
 package main
 
 import (
-	"fmt"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"rooms/loadtest/internal/procstat"
 )
 
-func TestParsesProcFiles(t *testing.T) {
-	stat := []byte("4242 (rdk:broker 0) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 50 0 0 20 0 9 0 100 0 0")
-	if got := statName(stat); got != "rdk:broker 0" {
-		t.Errorf("statName %q, want %q", got, "rdk:broker 0")
-	}
-	status := []byte("Name:\tgateway\nState:\tS (sleeping)\nvoluntary_ctxt_switches:\t3376\nnonvoluntary_ctxt_switches:\t12\n")
-	if got := procstat.StatusValue(status, "voluntary_ctxt_switches"); got != 3376 {
-		t.Errorf("voluntary switches %d, want 3376", got)
-	}
-	for in, want := range map[string]string{
-		"35 0x0 0x7ffd 0x0 0x0 0x0 0x0 0x7ffd 0x46a3e3":   "nanosleep",
-		"202 0xc000 0x80 0x0 0x0 0x0 0x0 0x7ffd 0x46a3e3": "futex",
-		"999 0x0":   "999",
-		"-1 0x7ffd": "none",
-		"running":   "running",
-		"":          "",
-	} {
-		if got := syscallName([]byte(in)); got != want {
-			t.Errorf("syscallName(%q) = %q, want %q", in, got, want)
-		}
-	}
+func TestParsesArguments(t *testing.T) {
 	if _, err := parseProcs([]string{"gateway-1=12", "worker"}); err == nil {
 		t.Error("parseProcs accepted an argument without =pid")
 	}
@@ -61,65 +38,27 @@ func TestStackGroupsReadPIDFiles(t *testing.T) {
 	}
 }
 
-// A thread that burns CPU between two samples of this process is found,
-// with the CPU it used, and the threads come busiest first.
-func TestFindsTheBusyThread(t *testing.T) {
-	taskDir := fmt.Sprintf("/proc/%d/task", os.Getpid())
-	tids := make(chan int)
-	done := make(chan struct{})
-	before := make(chan map[int]thread)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		tid := syscall.Gettid()
-		// Burn until this thread's own CPU time (not the clock) has grown
-		// by d since from.
-		burn := func(from thread, d time.Duration) {
-			for sampleProc(taskDir)[tid].CPU-from.CPU < d {
-				for i := 0; i < 1_000_000; i++ {
-					_ = i * i
-				}
-			}
-		}
-		// Some CPU before the first sample, which the interval must not count.
-		burn(thread{}, 30*time.Millisecond)
-		tids <- tid
-		start := <-before
-		burn(start[tid], 50*time.Millisecond)
-		close(done)
-	}()
-	tid := <-tids
-	b := sampleProc(taskDir)
-	if _, ok := b[tid]; !ok {
-		t.Fatalf("thread %d not among %v", tid, b)
+// The report shows a process's threads, the busiest first, with their
+// CPU and switches per second.
+func TestReportShowsBusiestThreadsFirst(t *testing.T) {
+	before := map[int]procstat.Thread{
+		10: {TID: 10, Name: "gateway", CPU: 100 * time.Millisecond, Voluntary: 5},
+		11: {TID: 11, Name: "gateway", CPU: 0, Voluntary: 0},
 	}
-	before <- b
-	<-done
-	a := sampleProc(taskDir)
-	// A one-second interval makes ms/s equal the ms used.
-	threads, total := diff(b, a, time.Second)
-	var busy *usage
-	for i := range threads {
-		if i > 0 && threads[i].MsPerSec > threads[i-1].MsPerSec {
-			t.Errorf("threads not busiest first: %.1f after %.1f ms/s", threads[i].MsPerSec, threads[i-1].MsPerSec)
-		}
-		if threads[i].TID == tid {
-			busy = &threads[i]
-		}
-	}
-	if busy == nil {
-		t.Fatalf("thread %d missing from %+v", tid, threads)
-	}
-	if busy.MsPerSec < 50 || total < busy.MsPerSec {
-		t.Errorf("busy thread %.1f ms, process %.1f ms; want at least 50 and the process at least the thread", busy.MsPerSec, total)
-	}
-	if all := float64(a[tid].CPU) / float64(time.Millisecond); busy.MsPerSec > all-30 {
-		t.Errorf("busy thread %.1f ms in the interval of its %.1f ms in all, 30 of them before it", busy.MsPerSec, all)
+	after := map[int]procstat.Thread{
+		10: {TID: 10, Name: "gateway", CPU: 120 * time.Millisecond, Voluntary: 25, Syscall: "futex"},
+		11: {TID: 11, Name: "gateway", CPU: 80 * time.Millisecond, Voluntary: 4000, Syscall: "nanosleep"},
+		12: {TID: 12, Name: "rdk:broker1", CPU: 10 * time.Millisecond, Voluntary: 10, Syscall: "running"},
 	}
 	var out strings.Builder
-	self := []procstat.Group{{Name: "self", PIDs: []int{os.Getpid()}}}
-	report(&out, self, map[string]map[int]thread{"self": b}, map[string]map[int]thread{"self": a}, time.Second, len(threads))
-	if !strings.Contains(out.String(), fmt.Sprintf("tid %-7d", tid)) {
-		t.Errorf("report does not show the busy thread:\n%s", out.String())
+	g := []procstat.Group{{Name: "gateway-1", PIDs: []int{1}}}
+	report(&out, g, map[string]map[int]procstat.Thread{"gateway-1": before},
+		map[string]map[int]procstat.Thread{"gateway-1": after}, 2*time.Second, 2)
+	want := "CPU ms/s and voluntary context switches/s per thread over 2s (the busiest 2 of each process)\n" +
+		"gateway-1     55.0 ms/s in 3 threads\n" +
+		"    tid 11      gateway             40.0 ms/s    2000 switches/s  now in nanosleep\n" +
+		"    tid 10      gateway             10.0 ms/s      10 switches/s  now in futex\n"
+	if out.String() != want {
+		t.Errorf("report:\n%s\nwant:\n%s", out.String(), want)
 	}
 }

@@ -1,11 +1,13 @@
 // Package procstat samples the CPU time and resident memory of the server
-// processes from /proc: CPU seconds over an interval and peak RSS.
+// processes from /proc: CPU seconds over an interval, peak RSS, and the
+// CPU and wake-ups of each process's busiest threads.
 package procstat
 
 import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -214,6 +216,58 @@ type Usage struct {
 	PeakRSS int64 `json:"peak_rss_bytes"`
 	// EndRSS is the summed RSS at the end, in bytes.
 	EndRSS int64 `json:"end_rss_bytes"`
+	// Threads are the group's busiest threads over the interval (at most
+	// BusiestThreads), busiest first.
+	Threads []ThreadFigure `json:"busiest_threads,omitempty"`
+	// MostSwitches is the thread that woke most often (voluntary context
+	// switches) over the interval: in a Go server under load, the
+	// runtime's sysmon, which need not be among the busiest.
+	MostSwitches *ThreadFigure `json:"most_switches_thread,omitempty"`
+}
+
+// BusiestThreads is how many of a group's threads a Usage keeps: enough
+// for a Go server's thread that runs its goroutines, the runtime's sysmon
+// and the busiest threads of librdkafka.
+const BusiestThreads = 4
+
+// ThreadFigure is what one thread used over an interval.
+type ThreadFigure struct {
+	Name       string  `json:"name"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// Switches are its voluntary context switches: each a wake-up after
+	// it waited (sysmon's naps show up here by the thousand a second).
+	Switches int64 `json:"voluntary_switches"`
+}
+
+// threadFigures turns the threads' use into the figures a Usage keeps:
+// the busiest threads, and the one with the most switches (nil when none
+// switched).
+func threadFigures(before, after map[int]Thread) ([]ThreadFigure, *ThreadFigure) {
+	used := ThreadsUsed(before, after)
+	fig := func(t ThreadUse) ThreadFigure {
+		return ThreadFigure{Name: t.Name, CPUSeconds: t.CPUUsed.Seconds(), Switches: t.Switches}
+	}
+	busiest := make([]ThreadFigure, 0, min(len(used), BusiestThreads))
+	for _, t := range used[:min(len(used), BusiestThreads)] {
+		busiest = append(busiest, fig(t))
+	}
+	var most *ThreadFigure
+	for _, t := range used { // busiest first: of equal switches, the busier wins
+		if t.Switches > 0 && (most == nil || t.Switches > most.Switches) {
+			f := fig(t)
+			most = &f
+		}
+	}
+	return busiest, most
+}
+
+// readThreads reads every thread of the group's processes now.
+func (g Group) readThreads() map[int]Thread {
+	out := map[int]Thread{}
+	for _, pid := range g.Current() {
+		maps.Copy(out, ReadThreads(pid, false))
+	}
+	return out
 }
 
 // Sampler measures groups over intervals: Begin starts one, End returns the
@@ -222,14 +276,15 @@ type Sampler struct {
 	groups []Group
 	every  time.Duration
 
-	mu    sync.Mutex
-	start map[string]Sample
-	peak  map[string]int64
+	mu      sync.Mutex
+	start   map[string]Sample
+	threads map[string]map[int]Thread // at Begin
+	peak    map[string]int64
 }
 
 // NewSampler returns a sampler of groups sampling RSS every interval.
 func NewSampler(groups []Group, every time.Duration) *Sampler {
-	return &Sampler{groups: groups, every: every, start: map[string]Sample{}, peak: map[string]int64{}}
+	return &Sampler{groups: groups, every: every, start: map[string]Sample{}, threads: map[string]map[int]Thread{}, peak: map[string]int64{}}
 }
 
 // Groups are the sampled groups.
@@ -258,8 +313,10 @@ func (s *Sampler) Run(ctx context.Context) {
 func (s *Sampler) Begin() {
 	for _, g := range s.groups {
 		r := g.read()
+		th := g.readThreads()
 		s.mu.Lock()
 		s.start[g.Name] = r
+		s.threads[g.Name] = th
 		s.peak[g.Name] = r.RSS
 		s.mu.Unlock()
 	}
@@ -270,12 +327,16 @@ func (s *Sampler) End() map[string]Usage {
 	out := map[string]Usage{}
 	for _, g := range s.groups {
 		r := g.read()
+		th := g.readThreads()
 		s.mu.Lock()
 		st := s.start[g.Name]
+		busiest, most := threadFigures(s.threads[g.Name], th)
 		out[g.Name] = Usage{
-			CPUSeconds: max(0, (r.CPU - st.CPU).Seconds()),
-			PeakRSS:    max(s.peak[g.Name], r.RSS),
-			EndRSS:     r.RSS,
+			CPUSeconds:   max(0, (r.CPU - st.CPU).Seconds()),
+			PeakRSS:      max(s.peak[g.Name], r.RSS),
+			EndRSS:       r.RSS,
+			Threads:      busiest,
+			MostSwitches: most,
 		}
 		s.mu.Unlock()
 	}

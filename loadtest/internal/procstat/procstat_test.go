@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -59,14 +60,43 @@ func TestReadSelfAndSampler(t *testing.T) {
 	groups := []procstat.Group{{Name: "self", PIDs: []int{os.Getpid()}}}
 	smp := procstat.NewSampler(groups, 10*time.Millisecond)
 	smp.Begin()
-	x := 0
-	for i := range 20_000_000 {
-		x += i
-	}
-	_ = x
+	// Burn 50 ms of CPU on one thread, measured by the process's own CPU
+	// time, not the clock.
+	start, _ := procstat.Read(os.Getpid())
+	func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		x := 0
+		for now := start; now.CPU-start.CPU < 50*time.Millisecond; now, _ = procstat.Read(os.Getpid()) {
+			for i := range 1_000_000 {
+				x += i
+			}
+		}
+		_ = x
+	}()
 	u := smp.End()["self"]
-	if u.CPUSeconds < 0 || u.PeakRSS <= 0 {
+	if u.CPUSeconds < 0.05 || u.PeakRSS <= 0 {
 		t.Fatalf("usage = %+v", u)
+	}
+	// The burning thread leads the busiest threads, which are sorted and
+	// at most BusiestThreads.
+	if len(u.Threads) == 0 || len(u.Threads) > procstat.BusiestThreads || u.Threads[0].CPUSeconds < 0.03 {
+		t.Fatalf("busiest threads %+v", u.Threads)
+	}
+	for i := 1; i < len(u.Threads); i++ {
+		if u.Threads[i].CPUSeconds > u.Threads[i-1].CPUSeconds {
+			t.Fatalf("busiest threads not sorted: %+v", u.Threads)
+		}
+	}
+	// The thread that switched most switched at least as often as any of
+	// the busiest.
+	if u.MostSwitches == nil {
+		t.Fatal("no thread with the most switches")
+	}
+	for _, th := range u.Threads {
+		if th.Switches > u.MostSwitches.Switches {
+			t.Fatalf("thread %+v switched more than the most switching one %+v", th, *u.MostSwitches)
+		}
 	}
 	found := false
 	for _, g := range procstat.StackGroups(dir) {

@@ -168,6 +168,9 @@ func (r *Result) WriteTable(w io.Writer) {
 					fmt.Fprintf(w, "  %s %.2f/%.1f/%.0f", name, u.CPUSeconds, last.CPUPerDeliveryByProcess[name], float64(u.PeakRSS)/(1<<20))
 				}
 				fmt.Fprintln(w)
+				if line := ThreadsLine(last); line != "" {
+					fmt.Fprintln(w, line)
+				}
 			}
 			for _, st := range wl.Steps {
 				if line := stages.Line(st.Stages); line != "" {
@@ -224,4 +227,40 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// ThreadsLine shows the busiest threads of each process in step s, each as
+// CPU-µs per delivered message and voluntary context switches a second
+// (threads that used under 0.05 µs per delivery are left out), and the
+// thread that switched most, or "" when the step has no thread figures.
+func ThreadsLine(s Step) string {
+	if s.Delivered == 0 || s.DurationSeconds <= 0 {
+		return ""
+	}
+	fig := func(t procstat.ThreadFigure) (string, bool) {
+		us := t.CPUSeconds * 1e6 / float64(s.Delivered)
+		return fmt.Sprintf("%.1f/%.0f", us, float64(t.Switches)/s.DurationSeconds), us >= 0.05
+	}
+	var b strings.Builder
+	for _, name := range sortedKeys(s.Processes) {
+		u := s.Processes[name]
+		var parts []string
+		for _, t := range u.Threads {
+			if f, ok := fig(t); ok {
+				parts = append(parts, f)
+			}
+		}
+		if len(parts) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "  %s %s", name, strings.Join(parts, " "))
+		if u.MostSwitches != nil {
+			f, _ := fig(*u.MostSwitches)
+			fmt.Fprintf(&b, " (most switches %s)", f)
+		}
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return fmt.Sprintf("busiest threads in step %s (CPU-µs/delivered, voluntary switches/s; in a Go server the one with the most is sysmon):%s", s.Name, b.String())
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"rooms/loadtest/internal/check"
+	"rooms/loadtest/internal/procstat"
 	"rooms/loadtest/internal/report"
 	"rooms/loadtest/internal/stages"
 )
@@ -88,5 +89,32 @@ func TestResultOutputs(t *testing.T) {
 	var back report.Result
 	if err := json.Unmarshal(raw, &back); err != nil || back.Workloads[0].Totals.Lost != 1 || back.Host.LoopbackWriteUS != 7.06 {
 		t.Fatalf("round trip: %v %+v", err, back)
+	}
+}
+
+// The busiest threads of a step are shown per process as CPU-µs per
+// delivered message and switches a second; idle threads are left out.
+func TestThreadsLine(t *testing.T) {
+	s := report.Step{Name: "2000", Delivered: 100_000, DurationSeconds: 10,
+		Processes: map[string]procstat.Usage{
+			"gateway-1": {CPUSeconds: 2, Threads: []procstat.ThreadFigure{
+				{Name: "gateway", CPUSeconds: 1.2, Switches: 9000},
+				{Name: "gateway", CPUSeconds: 0.45, Switches: 34000},
+				{Name: "rdk:main", CPUSeconds: 0.001, Switches: 100},
+			}, MostSwitches: &procstat.ThreadFigure{Name: "gateway", CPUSeconds: 0.4, Switches: 36000}},
+			"redis": {CPUSeconds: 0.3},
+		}}
+	want := "busiest threads in step 2000 (CPU-µs/delivered, voluntary switches/s; in a Go server the one with the most is sysmon):" +
+		"  gateway-1 12.0/900 4.5/3400 (most switches 4.0/3600)"
+	if got := report.ThreadsLine(s); got != want {
+		t.Errorf("ThreadsLine:\n got %q\nwant %q", got, want)
+	}
+	var buf bytes.Buffer
+	(&report.Result{Workloads: []report.Workload{{Name: "chat", Steps: []report.Step{s}}}}).WriteTable(&buf)
+	if !strings.Contains(buf.String(), want+"\n") {
+		t.Errorf("table has no threads line:\n%s", buf.String())
+	}
+	if got := report.ThreadsLine(report.Step{Name: "x", Processes: s.Processes}); got != "" {
+		t.Errorf("a step without deliveries: %q", got)
 	}
 }
