@@ -360,12 +360,11 @@ func (c *conn) send(content, clientMsgID string) {
 	// Counted before the draining flag is read, and Drain sets the flag
 	// before it reads the count: a send either sees the drain and is
 	// refused, or Drain waits for its delivery report.
-	inflight := &c.srv.inflight
-	inflight.Add(1)
+	c.srv.inflight.Add(1)
 	accepted := false
 	defer func() {
 		if !accepted {
-			inflight.Add(-1)
+			c.srv.sendSettled()
 		}
 	}()
 	if c.srv.draining.Load() {
@@ -435,7 +434,7 @@ func (c *conn) send(content, clientMsgID string) {
 		case err != nil:
 			c.enqueue(frame{data: encodeError(message.CodeUnavail, "message not confirmed, retry", clientMsgID)})
 		}
-		inflight.Add(-1)
+		c.srv.sendSettled()
 	}
 	if cs, ok := c.srv.deps.Producer.(contextSender); ok {
 		err = cs.SendContext(sctx, m, deliver)

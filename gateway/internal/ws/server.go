@@ -203,6 +203,9 @@ type Server struct {
 	// inflight counts accepted sends whose delivery report has not been
 	// handled yet (see conn.send and Drain).
 	inflight atomic.Int64
+	// settled receives a token when inflight falls to 0 during a drain
+	// (sendSettled), so that Drain waits without polling.
+	settled chan struct{}
 }
 
 // New returns a Server. Call Run to start its background work and mount
@@ -213,7 +216,8 @@ func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 		deps.Metrics = metrics.Discard()
 	}
 	deps.Tracer = tracing.OrNoop(deps.Tracer)
-	s := &Server{cfg: cfg, deps: deps, logger: logger, limits: newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerUser), m: deps.Metrics.WS}
+	s := &Server{cfg: cfg, deps: deps, logger: logger, limits: newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerUser), m: deps.Metrics.WS,
+		settled: make(chan struct{}, 1)}
 	s.tracer = deps.Tracer.Tracer("rooms/gateway/ws")
 	s.presence = presence.NewRegistry(deps.Redis, cfg.RedisPrefix, cfg.GatewayID, logger)
 	// The hub and the reader refer to each other: the reader delivers to the
@@ -330,13 +334,24 @@ func (s *Server) waitInflight(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainAckWait)
 	defer cancel()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
+	// draining is set, so every fall to 0 from here on leaves a token in
+	// settled; one left from before only makes the loop look again.
 	for s.inflight.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-s.settled:
+		}
+	}
+}
+
+// sendSettled ends the count of one send (refused, failed, or its delivery
+// report handled) and wakes a waiting Drain when none is left.
+func (s *Server) sendSettled() {
+	if s.inflight.Add(-1) == 0 && s.draining.Load() {
+		select {
+		case s.settled <- struct{}{}:
+		default: // a token is already there
 		}
 	}
 }
