@@ -177,6 +177,19 @@ func (p *Service) RSSMB() float64 {
 // timeout, or when exited (if not nil) is closed first.
 func WaitFor(t testing.TB, what string, timeout time.Duration, exited <-chan struct{}, cond func() bool) {
 	t.Helper()
+	poll(t, what, timeout, 100*time.Millisecond, exited, cond)
+}
+
+// Eventually polls cond every 10 ms until it holds and fails the test
+// after 30 s, a bound on waiting for something in the test's own process
+// (a goroutine, a server in the test), not a timing assertion.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	poll(t, what, 30*time.Second, 10*time.Millisecond, nil, cond)
+}
+
+func poll(t testing.TB, what string, timeout, every time.Duration, exited <-chan struct{}, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if exited != nil {
@@ -189,6 +202,6 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, exited <-chan str
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %v", what, timeout)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(every)
 	}
 }

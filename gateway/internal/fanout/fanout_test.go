@@ -95,17 +95,6 @@ func xadd(t *testing.T, rdb *redis.Client, prefix string, roomID int64, kind str
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestReaderDedupesAndRepairsGaps(t *testing.T) {
 	db := testenv.Postgres(t)
 	rdb, prefix := testenv.Redis(t)
@@ -126,7 +115,7 @@ func TestReaderDedupesAndRepairsGaps(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	waitFor(t, "reader ready", r.Ready)
+	testenv.Eventually(t, "reader ready", r.Ready)
 	r.Track(roomID)
 
 	// 2 (the baseline), 2 (duplicate), 5 (gap: 3 and 4 from PostgreSQL), 4 (old), 6,
@@ -138,7 +127,7 @@ func TestReaderDedupesAndRepairsGaps(t *testing.T) {
 	xadd(t, rdb, prefix, roomID, message.KindPresence, message.Presence{RoomID: strconv.FormatInt(roomID, 10), Event: "join"})
 	xadd(t, rdb, prefix, roomID, message.KindTyping, message.Typing{RoomID: strconv.FormatInt(roomID, 10), Nickname: "bob"})
 
-	waitFor(t, "typing event", func() bool { _, ev := s.snapshot(roomID); return len(ev) == 2 })
+	testenv.Eventually(t, "typing event", func() bool { _, ev := s.snapshot(roomID); return len(ev) == 2 })
 	seqs, ev := s.snapshot(roomID)
 	want := []int64{2, 3, 4, 5, 6, 7, 8}
 	if len(seqs) != len(want) {

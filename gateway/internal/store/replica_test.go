@@ -135,7 +135,7 @@ func (c *cluster) waitReplayed() {
 	if err := c.Primary.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
 		c.t.Fatal(err)
 	}
-	eventually(c.t, "the replica to replay up to "+lsn, func() bool {
+	testenv.Eventually(c.t, "the replica to replay up to "+lsn, func() bool {
 		var ok bool
 		err := c.replicaAdmin.QueryRow(ctx, `SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)`, lsn).Scan(&ok)
 		return err == nil && ok
@@ -150,19 +150,6 @@ func (c *cluster) replay(pause bool) {
 	}
 	if _, err := c.replicaAdmin.Exec(context.Background(), "SELECT "+fn); err != nil {
 		c.t.Fatalf("%s: %v", fn, err)
-	}
-}
-
-// eventually polls cond until it holds; the deadline is generous, only a
-// bound on waiting.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -317,13 +304,13 @@ func TestReplicaLaggingUsesPrimary(t *testing.T) {
 	r := newRoom(t, s, c.Primary)
 	r.add(3)
 	c.waitReplayed()
-	eventually(t, "a healthy replica", func() bool { _, err := s.CheckReplica(ctx); return err == nil })
+	testenv.Eventually(t, "a healthy replica", func() bool { _, err := s.CheckReplica(ctx); return err == nil })
 
 	c.replay(true)
 	r.add(1)
 	r.edit(1, "edited")
 	var lag time.Duration
-	eventually(t, "the replica to lag beyond 200ms", func() bool {
+	testenv.Eventually(t, "the replica to lag beyond 200ms", func() bool {
 		var err error
 		lag, err = s.CheckReplica(ctx)
 		return errors.Is(err, store.ErrReplicaLagging)
@@ -337,7 +324,7 @@ func TestReplicaLaggingUsesPrimary(t *testing.T) {
 	})
 
 	c.replay(false)
-	eventually(t, "the replica to catch up", func() bool { _, err := s.CheckReplica(ctx); return err == nil })
+	testenv.Eventually(t, "the replica to catch up", func() bool { _, err := s.CheckReplica(ctx); return err == nil })
 	// An edit the paused replica has not replayed shows that it answers
 	// history reads again.
 	c.replay(true)
@@ -392,7 +379,7 @@ func TestReplicaDownUsesPrimary(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.RunReplicaChecks(bctx) }()
 	c.startReplica()
-	eventually(t, "the background check to find the replica healthy", s.ReplicaHealthy)
+	testenv.Eventually(t, "the background check to find the replica healthy", s.ReplicaHealthy)
 	checkReads(t, s, r.id, map[string]string{"LatestMessages(10)": all})
 	cancel()
 	if err := <-done; err != nil {

@@ -129,7 +129,7 @@ func newEnvServing(t *testing.T, tune func(*ws.Config), wrap func(ws.Deps) ws.De
 	if err := e.db.Pool.QueryRow(ctx, `INSERT INTO rooms (name) VALUES ('general') RETURNING id`).Scan(&e.room); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "fan-out reader", e.srv.Ready)
+	testenv.Eventually(t, "fan-out reader", e.srv.Ready)
 	return e
 }
 
@@ -374,16 +374,5 @@ func (c *client) closeCode() int {
 			return ce.Code
 		}
 		c.t.Fatalf("connection ended without a close frame after %d frames: %v", frames, err)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"rooms/gateway/internal/produce"
 	"rooms/gateway/internal/ws"
 	"rooms/shared/message"
+	"rooms/shared/testenv"
 )
 
 // wantRefused checks a refused handshake's status, code and Retry-After.
@@ -76,7 +77,7 @@ func TestConnectionLimits(t *testing.T) {
 func (e *env) dialEventually(token string, v2 bool) *client {
 	e.t.Helper()
 	var c *client
-	waitFor(e.t, "a free connection slot", func() bool {
+	testenv.Eventually(e.t, "a free connection slot", func() bool {
 		var resp *http.Response
 		var err error
 		c, resp, err = e.tryDial(token, v2, "", nil)

@@ -13,6 +13,7 @@ import (
 	fws "github.com/fasthttp/websocket"
 
 	"rooms/gateway/internal/ws"
+	"rooms/shared/testenv"
 )
 
 // An idle socket costs one goroutine, its reader: a writer runs only while
@@ -50,7 +51,7 @@ func TestIdleConnectionsHoldOneGoroutineEach(t *testing.T) {
 	const slack = 8
 	settled := func(what string) {
 		t.Helper()
-		waitFor(t, fmt.Sprintf("%s: at most %d goroutines more than before for %d idle sockets", what, n+slack, n),
+		testenv.Eventually(t, fmt.Sprintf("%s: at most %d goroutines more than before for %d idle sockets", what, n+slack, n),
 			func() bool { return runtime.NumGoroutine()-base <= n+slack })
 	}
 	settled("after connecting")

@@ -18,6 +18,7 @@ import (
 	"rooms/gateway/internal/ratelimit"
 	"rooms/gateway/internal/ws"
 	"rooms/shared/message"
+	"rooms/shared/testenv"
 )
 
 // A client that stops reading is closed with 4008 once its queue fills,
@@ -76,7 +77,7 @@ func TestStalledWriteTimesOut(t *testing.T) {
 	// keeps its socket open, and his queue never fills. Its end shows in
 	// the room's presence (alice's flood skips presence events, and the
 	// leave may come while it runs).
-	waitFor(t, "bob's connection to end", func() bool { return !bobListed() })
+	testenv.Eventually(t, "bob's connection to end", func() bool { return !bobListed() })
 }
 
 // dialSlow connects with a bounded receive buffer (set before connecting,

@@ -18,6 +18,7 @@ import (
 	"rooms/gateway/internal/produce"
 	"rooms/gateway/internal/ws"
 	"rooms/shared/message"
+	"rooms/shared/testenv"
 )
 
 func TestHandshakeRefusals(t *testing.T) {
@@ -439,13 +440,13 @@ func TestDrainAcksAcceptedSendsBefore1001(t *testing.T) {
 		return k
 	}
 	// All accepted (in the log and stored), none acked yet.
-	waitFor(t, "the sends to be stored", func() bool { return stored() == n })
+	testenv.Eventually(t, "the sends to be stored", func() bool { return stored() == n })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	drained := make(chan error, 1)
 	go func() { drained <- e.srv.Drain(ctx) }()
-	waitFor(t, "the drain to begin", func() bool { return !e.srv.Ready() })
+	testenv.Eventually(t, "the drain to begin", func() bool { return !e.srv.Ready() })
 	c.send(map[string]any{"type": "send", "content": "late", "client_msg_id": "late"})
 
 	acked := map[string]bool{}
@@ -507,7 +508,7 @@ func TestTokenExpiryAndRevocationClose4001(t *testing.T) {
 	b.next("welcome")
 	other := e.dial(otherTok, true, "")
 	other.next("welcome")
-	waitFor(t, "revocation subscriber", func() bool {
+	testenv.Eventually(t, "revocation subscriber", func() bool {
 		n, _ := e.rdb.PubSubNumSub(context.Background(), auth.RevokedChannel(e.prefix)).Result()
 		return n[auth.RevokedChannel(e.prefix)] > 0
 	})

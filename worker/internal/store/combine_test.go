@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"rooms/shared/testenv"
 	"rooms/worker/internal/store"
 )
 
@@ -61,7 +62,7 @@ func TestCombinerSplitsOneTransactionBetweenCallers(t *testing.T) {
 		wg.Add(1)
 		go save(i, recs)
 	}
-	waitFor(t, "the other batches to queue", func() bool { return c.Queued() == 4 })
+	testenv.Eventually(t, "the other batches to queue", func() bool { return c.Queued() == 4 })
 	if err := lock.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func TestCombinerFallsBackToEachCaller(t *testing.T) {
 			f.waitForLockWait(t)
 		}
 	}
-	waitFor(t, "the other batches to queue", func() bool { return c.Queued() == 2 })
+	testenv.Eventually(t, "the other batches to queue", func() bool { return c.Queued() == 2 })
 	if err := lock.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -169,20 +170,9 @@ func (f *fixture) lockRoom(t *testing.T, room int64) pgx.Tx {
 // lock (a store transaction blocked by lockRoom).
 func (f *fixture) waitForLockWait(t *testing.T) {
 	t.Helper()
-	waitFor(t, "a transaction to wait on the room lock", func() bool {
+	testenv.Eventually(t, "a transaction to wait on the room lock", func() bool {
 		var n int
 		_ = f.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n)
 		return n > 0
 	})
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
