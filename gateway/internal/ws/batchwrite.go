@@ -128,7 +128,7 @@ func (b *batch) flush() error {
 // dropped).
 func (b *batch) release() {
 	b.c = nil
-	if cap(b.buf) <= 2*maxBatchBytes && cap(b.born) <= 4*maxBatchFrames {
+	if cap(b.buf) <= 2*maxBatchBytes { // born holds at most maxBatchFrames
 		b.buf, b.born = b.buf[:0], b.born[:0]
 		b.frames, b.ctl = 0, 0
 		batches.Put(b)

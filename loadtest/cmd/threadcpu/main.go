@@ -19,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -33,7 +32,11 @@ func main() {
 	top := flag.Int("top", 5, "threads to show per process")
 	stack := flag.Bool("stack", false, "sample every process of the local stack (.run/pid/*.pid)")
 	flag.Parse()
-	groups, err := parseProcs(flag.Args())
+	err := checkFlags(*d, *top)
+	var groups []procstat.Group
+	if err == nil {
+		groups, err = parseProcs(flag.Args())
+	}
 	if err == nil && *stack {
 		var more []procstat.Group
 		more, err = stackGroups(".run/pid")
@@ -50,6 +53,17 @@ func main() {
 	time.Sleep(*d)
 	after := sampleAll(groups)
 	report(os.Stdout, groups, before, after, *d, *top)
+}
+
+// checkFlags refuses an interval or a thread count the report cannot use.
+func checkFlags(d time.Duration, top int) error {
+	switch {
+	case d <= 0:
+		return fmt.Errorf("-for %v: give a positive duration", d)
+	case top < 1:
+		return fmt.Errorf("-top %d: give at least 1", top)
+	}
+	return nil
 }
 
 // parseProcs reads name=pid arguments, a group of one process each.
@@ -87,11 +101,7 @@ func stackGroups(dir string) ([]procstat.Group, error) {
 func sampleAll(groups []procstat.Group) map[string]map[int]procstat.Thread {
 	out := map[string]map[int]procstat.Thread{}
 	for _, g := range groups {
-		threads := map[int]procstat.Thread{}
-		for _, pid := range g.Current() {
-			maps.Copy(threads, procstat.ReadThreads(pid, true))
-		}
-		out[g.Name] = threads
+		out[g.Name] = g.Threads(true)
 	}
 	return out
 }

@@ -12,6 +12,15 @@ import (
 )
 
 func TestParsesArguments(t *testing.T) {
+	for _, c := range []struct {
+		d   time.Duration
+		top int
+		ok  bool
+	}{{10 * time.Second, 5, true}, {0, 5, false}, {-time.Second, 5, false}, {time.Second, 0, false}, {time.Second, -1, false}} {
+		if err := checkFlags(c.d, c.top); (err == nil) != c.ok {
+			t.Errorf("checkFlags(%v, %d) = %v", c.d, c.top, err)
+		}
+	}
 	if _, err := parseProcs([]string{"gateway-1=12", "worker"}); err == nil {
 		t.Error("parseProcs accepted an argument without =pid")
 	}

@@ -167,8 +167,13 @@ func cmdline(pid string, buf []byte) string {
 
 // read sums a group; processes that vanished are skipped.
 func (g Group) read() Sample {
+	return sum(g.Current())
+}
+
+// sum sums the readings of pids; processes that vanished are skipped.
+func sum(pids []int) Sample {
 	var s Sample
-	for _, pid := range g.Current() {
+	for _, pid := range pids {
 		p, err := Read(pid)
 		if err != nil {
 			continue
@@ -177,6 +182,13 @@ func (g Group) read() Sample {
 		s.RSS += p.RSS
 	}
 	return s
+}
+
+// readWithThreads is read and Threads(false) of the same processes, found
+// once (a pattern group's look-up reads every process's command line).
+func (g Group) readWithThreads() (Sample, map[int]Thread) {
+	pids := g.Current()
+	return sum(pids), threadsOf(pids, false)
 }
 
 // StackGroups finds the local stack's processes: one group per pid file in
@@ -261,11 +273,16 @@ func threadFigures(before, after map[int]Thread) ([]ThreadFigure, *ThreadFigure)
 	return busiest, most
 }
 
-// readThreads reads every thread of the group's processes now.
-func (g Group) readThreads() map[int]Thread {
+// Threads reads every thread of the group's processes now (see
+// ReadThreads for withSyscall).
+func (g Group) Threads(withSyscall bool) map[int]Thread {
+	return threadsOf(g.Current(), withSyscall)
+}
+
+func threadsOf(pids []int, withSyscall bool) map[int]Thread {
 	out := map[int]Thread{}
-	for _, pid := range g.Current() {
-		maps.Copy(out, ReadThreads(pid, false))
+	for _, pid := range pids {
+		maps.Copy(out, ReadThreads(pid, withSyscall))
 	}
 	return out
 }
@@ -312,8 +329,7 @@ func (s *Sampler) Run(ctx context.Context) {
 // Begin starts an interval.
 func (s *Sampler) Begin() {
 	for _, g := range s.groups {
-		r := g.read()
-		th := g.readThreads()
+		r, th := g.readWithThreads()
 		s.mu.Lock()
 		s.start[g.Name] = r
 		s.threads[g.Name] = th
@@ -326,8 +342,7 @@ func (s *Sampler) Begin() {
 func (s *Sampler) End() map[string]Usage {
 	out := map[string]Usage{}
 	for _, g := range s.groups {
-		r := g.read()
-		th := g.readThreads()
+		r, th := g.readWithThreads()
 		s.mu.Lock()
 		st := s.start[g.Name]
 		busiest, most := threadFigures(s.threads[g.Name], th)

@@ -119,7 +119,14 @@ func TestMatchingFindsProcessesByCommandLine(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 
 	re := regexp.MustCompile(`^(/usr/bin/)?sleep ` + regexp.QuoteMeta(arg) + `$`)
-	if got := procstat.Matching(re); !slices.Equal(got, []int{cmd.Process.Pid}) {
+	// Start returns once the child's exec has begun; its new command line
+	// is readable a moment later (until then /proc shows an empty one), so
+	// this waits for it, at most 10 s.
+	got := procstat.Matching(re)
+	for deadline := time.Now().Add(10 * time.Second); len(got) == 0 && time.Now().Before(deadline); got = procstat.Matching(re) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !slices.Equal(got, []int{cmd.Process.Pid}) {
 		t.Fatalf("Matching(%s) = %v, want [%d]", re, got, cmd.Process.Pid)
 	}
 	// Arguments are joined by spaces, and this process is never listed,

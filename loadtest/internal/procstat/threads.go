@@ -27,10 +27,7 @@ type Thread struct {
 // ptrace rights and makes the kernel wait until a running thread is off
 // its CPU, so samplers of running benchmarks leave it out.
 func ReadThreads(pid int, withSyscall bool) map[int]Thread {
-	return readTaskDir(fmt.Sprintf("/proc/%d/task", pid), withSyscall)
-}
-
-func readTaskDir(taskDir string, withSyscall bool) map[int]Thread {
+	taskDir := fmt.Sprintf("/proc/%d/task", pid)
 	out := map[int]Thread{}
 	entries, err := os.ReadDir(taskDir)
 	if err != nil {
