@@ -118,9 +118,10 @@ func stepOutcome(s report.Step) string {
 	if s.Check.Broken() {
 		out += fmt.Sprintf(", lost %d, duplicated %d, reordered %d, seq gaps %d", s.Check.Lost, s.Check.Dups, s.Check.Reorders, s.Check.SeqGaps)
 	}
-	// A PostgreSQL COMMIT that took over 100 ms holds up every message
-	// behind it: on a machine whose disk stalls its flushes now and then,
-	// that decides a step's p99 more than the code does.
+	// A PostgreSQL commit (the round trip with the writes and the COMMIT)
+	// that took over 100 ms holds up every message behind it: on a machine
+	// whose disk stalls its flushes now and then, that decides a step's
+	// p99 more than the code does.
 	if n := s.Stages["commit"].Over100ms; n > 0 {
 		out += fmt.Sprintf(", %d commits over 100 ms", n)
 	}

@@ -165,6 +165,12 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 	}()
 
+	var beforeCommit func()
+	if fp != nil {
+		// Only a fault test sets a failpoint: the store then commits in a
+		// round trip of its own, after this crash point.
+		beforeCommit = func() { fp.Hit(consume.FailInTx) }
+	}
 	st := store.New(pool, store.Options{
 		MaxAttempts: cfg.MaxAttempts,
 		MaxContent:  cfg.MaxContent,
@@ -176,7 +182,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			}
 			log.Warn("store batch failed", "err", err, "transient", transient, "try", try)
 		},
-		BeforeCommit: func() { fp.Hit(consume.FailInTx) },
+		BeforeCommit: beforeCommit,
 		OnCommit:     func(d time.Duration) { mt.CommitSeconds.Observe(d.Seconds()) },
 	})
 	bc := broadcast.New(rdb, broadcast.Options{

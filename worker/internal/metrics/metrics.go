@@ -30,7 +30,8 @@ type Worker struct {
 	// first record of a batch collected to its offsets stored.
 	BatchSize, BatchSeconds prometheus.Histogram
 	// StoreSeconds is the time to store one batch in PostgreSQL, retries
-	// included; CommitSeconds that of its transaction's COMMIT.
+	// included; CommitSeconds that of the round trip that commits its
+	// transaction (the writes and the COMMIT, pipelined).
 	StoreSeconds, CommitSeconds prometheus.Histogram
 	// Inserted counts new messages stored, Duplicates records already
 	// stored (redelivered), DeadLetters records written to dead_letters.
@@ -87,7 +88,7 @@ func New(reg prometheus.Registerer) *Worker {
 		StoreSeconds: histogram("rooms_worker_store_seconds",
 			"Time to store one batch in PostgreSQL, retries included.", seconds),
 		CommitSeconds: histogram("rooms_worker_pg_commit_seconds",
-			"Time of the COMMIT of one batch's PostgreSQL transaction.", seconds),
+			"Time of the round trip that commits one batch's PostgreSQL transaction: its writes and the COMMIT, pipelined.", seconds),
 		Inserted:         counter("rooms_worker_messages_stored_total", "New messages stored in PostgreSQL."),
 		Duplicates:       counter("rooms_worker_duplicates_total", "Records already stored (redelivered or retried by a client), not stored again."),
 		DeadLetters:      counter("rooms_worker_dead_letters_total", "Records written to the dead_letters table."),

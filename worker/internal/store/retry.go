@@ -104,17 +104,30 @@ func (s *Store) saveOne(ctx context.Context, rec Record, attempts int) (Result, 
 	}
 }
 
-// deadLetter writes one record to dead_letters in its own statement.
+// deadLetter writes one record to dead_letters in a transaction of its
+// own, one round trip.
 func (s *Store) deadLetter(ctx context.Context, rec Record, reason string, attempts int) (Result, error) {
-	tx, err := s.pool.Begin(ctx)
+	tx, err := beginPipe(ctx, s.pool)
 	if err != nil {
-		return Result{}, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	if err := insertDeadLetters(ctx, tx, []deadLetter{{rec: rec, reason: reason, attempts: attempts}}); err != nil {
 		return Result{}, err
 	}
-	if err := tx.Commit(ctx); err != nil {
+	defer tx.end(ctx)
+	b := tx.batch()
+	queueDeadLetters(b, []deadLetter{{rec: rec, reason: reason, attempts: attempts}})
+	queueCommit(b)
+	br, err := tx.send(ctx, b)
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return Result{}, fmt.Errorf("insert 1 dead letter: %w", err)
+	}
+	if err := tx.readCommit(br); err != nil {
+		_ = br.Close()
+		return Result{}, err
+	}
+	if err := br.Close(); err != nil {
 		return Result{}, fmt.Errorf("commit: %w", err)
 	}
 	return Result{DeadLetters: 1}, nil

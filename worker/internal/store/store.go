@@ -3,10 +3,10 @@
 // the room's row lock and inserts the new rows, all in one transaction per
 // batch. Records that can never be stored go to the dead_letters table.
 //
-// A batch costs a fixed number of round trips, whatever its size: begin;
-// one for the reads (check users, lock rooms, look up duplicates, pipelined);
-// one for the writes (insert the new rows, advance last_seq); one more only
-// when there are dead letters; commit.
+// A batch costs two round trips, whatever its size: one for BEGIN and the
+// reads (check users, lock rooms, look up duplicates), one for the writes
+// (advance last_seq, insert the new rows and any dead letters) and COMMIT,
+// each pipelined (pipetx.go).
 package store
 
 import (
@@ -53,10 +53,13 @@ type Options struct {
 	OnRetry func(err error, transient bool, try int)
 	// BeforeCommit, when set, is called after a batch's new rows are
 	// inserted and before its transaction commits (a fault tests' crash
-	// point, see consume.Failpoint).
+	// point, see consume.Failpoint). The COMMIT then takes a round trip
+	// of its own; unset, it goes out with the writes.
 	BeforeCommit func()
 	// OnCommit, when set, is called after each committed transaction with
-	// the time its COMMIT took (the commit latency metric).
+	// the time of the round trip that committed it: the writes and the
+	// COMMIT, or the COMMIT alone when BeforeCommit is set (the commit
+	// latency metric).
 	OnCommit func(d time.Duration)
 }
 
@@ -271,11 +274,11 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 		cands = append(cands, c)
 	}
 
-	tx, err := s.pool.Begin(ctx)
+	tx, err := beginPipe(ctx, s.pool)
 	if err != nil {
-		return res, fmt.Errorf("begin: %w", err)
+		return res, err
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	defer tx.end(ctx)
 
 	byID := map[[16]byte]message.Message{}
 	byClient := map[clientKey]message.Message{}
@@ -292,7 +295,7 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 			userSet[c.userID] = true
 			roomSet[c.roomID] = true
 		}
-		b := &pgx.Batch{}
+		b := tx.batch()
 		unknown := s.unknownUsers(userSet)
 		if len(unknown) > 0 {
 			b.Queue(`SELECT id FROM users WHERE id = ANY($1)`, unknown)
@@ -301,7 +304,10 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 		if lookup {
 			queueExisting(b, cands)
 		}
-		br := tx.SendBatch(ctx, b)
+		br, err := tx.send(ctx, b)
+		if err != nil {
+			return res, err
+		}
 		// The batch's users: known before, or found by the look-up.
 		knownUsers := maps.Clone(userSet)
 		for _, u := range unknown {
@@ -393,6 +399,11 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 		emit(c.idx, m)
 	}
 
+	// One round trip for the writes and the COMMIT: advance last_seq,
+	// insert the new rows, insert the dead letters. With BeforeCommit set
+	// (a fault test's crash point) the COMMIT is a round trip of its own,
+	// so that the crash falls between the written rows and the commit.
+	b := tx.batch()
 	if len(newRows.seqs) > 0 {
 		var ids, seqs []int64
 		for id, seq := range roomSeq {
@@ -401,15 +412,13 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 				seqs = append(seqs, seq)
 			}
 		}
-		// One round trip for both writes. The UPDATE of rooms runs first,
-		// with the custom plans of TunePool; the insert then runs with
-		// cached plans (plan_cache_mode = auto, PostgreSQL's default, for
-		// the rest of the transaction): its own plan has no choice to make,
-		// and its foreign-key checks, two per row, would otherwise be
-		// planned again for every row (a quarter of PostgreSQL's CPU at
-		// 2000 msgs/s). The rows are locked already, so the order changes
-		// nothing else.
-		b := &pgx.Batch{}
+		// The UPDATE of rooms runs first, with the custom plans of
+		// TunePool; the insert then runs with cached plans
+		// (plan_cache_mode = auto, PostgreSQL's default, for the rest of
+		// the transaction): its own plan has no choice to make, and its
+		// foreign-key checks, two per row, would otherwise be planned again
+		// for every row (a quarter of PostgreSQL's CPU at 2000 msgs/s). The
+		// rows are locked already, so the order changes nothing else.
 		b.Queue(`UPDATE rooms r SET last_seq = u.last_seq
 			FROM unnest($1::bigint[], $2::bigint[]) AS u(id, last_seq)
 			WHERE r.id = u.id AND u.last_seq > r.last_seq`, ids, seqs)
@@ -417,7 +426,20 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 		b.Queue(`INSERT INTO messages (room_id, seq, id, user_id, nickname, content, client_msg_id, time_created)
 			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])`,
 			newRows.rooms, newRows.seqs, newRows.ids, newRows.users, newRows.nicknames, newRows.contents, newRows.clientIDs, newRows.created)
-		br := tx.SendBatch(ctx, b)
+	}
+	if len(dead) > 0 {
+		queueDeadLetters(b, dead)
+	}
+	ownCommit := s.opts.BeforeCommit != nil
+	if !ownCommit {
+		queueCommit(b)
+	}
+	start := time.Now()
+	br, err := tx.send(ctx, b)
+	if err != nil {
+		return res, err
+	}
+	if len(newRows.seqs) > 0 {
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
 			return res, fmt.Errorf("advance last_seq: %w", err)
@@ -438,25 +460,33 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 			_ = br.Close()
 			return res, fmt.Errorf("insert %d messages: %d rows inserted", len(newRows.seqs), n)
 		}
-		if err := br.Close(); err != nil {
-			return res, fmt.Errorf("write batch: %w", err)
-		}
-		if s.opts.BeforeCommit != nil {
-			s.opts.BeforeCommit()
+	}
+	if len(dead) > 0 {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return res, fmt.Errorf("insert %d dead letters: %w", len(dead), err)
 		}
 	}
-
-	if len(dead) > 0 {
-		if err := insertDeadLetters(ctx, tx, dead); err != nil {
+	if !ownCommit {
+		if err := tx.readCommit(br); err != nil {
+			_ = br.Close()
 			return res, err
 		}
 	}
-	commitStart := time.Now()
-	if err := tx.Commit(ctx); err != nil {
-		return res, fmt.Errorf("commit: %w", err)
+	if err := br.Close(); err != nil {
+		return res, fmt.Errorf("write batch: %w", err)
+	}
+	if ownCommit {
+		if len(newRows.seqs) > 0 {
+			s.opts.BeforeCommit()
+		}
+		start = time.Now()
+		if err := tx.commit(ctx); err != nil {
+			return res, err
+		}
 	}
 	if s.opts.OnCommit != nil {
-		s.opts.OnCommit(time.Since(commitStart))
+		s.opts.OnCommit(time.Since(start))
 	}
 	order := make([]int, len(out))
 	for i := range order {
@@ -557,7 +587,8 @@ func readExisting(br pgx.BatchResults, byID map[[16]byte]message.Message, byClie
 	return nil
 }
 
-func insertDeadLetters(ctx context.Context, tx pgx.Tx, dead []deadLetter) error {
+// queueDeadLetters queues the insert of dead into dead_letters.
+func queueDeadLetters(b *pgx.Batch, dead []deadLetter) {
 	var (
 		topics   []string
 		parts    []int32
@@ -582,15 +613,11 @@ func insertDeadLetters(ctx context.Context, tx pgx.Tx, dead []deadLetter) error 
 	}
 	// ON CONFLICT makes a re-delivered record (after a crash before its
 	// offset was committed) land once.
-	_, err := tx.Exec(ctx, `
+	b.Queue(`
 		INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, record_key, payload, error, attempts)
 		SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[], $7::int[])
 		ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING`,
 		topics, parts, offsets, keys, payloads, reasons, attempts)
-	if err != nil {
-		return fmt.Errorf("insert %d dead letters: %w", len(dead), err)
-	}
-	return nil
 }
 
 func readIDs(br pgx.BatchResults) (map[int64]bool, error) {
