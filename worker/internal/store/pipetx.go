@@ -11,9 +11,10 @@ import (
 
 // pipeTx is one transaction sent as pipelined batches on one pooled
 // connection: BEGIN goes out with the first batch and COMMIT with the last,
-// instead of each in a round trip of its own. Every round trip wakes both
-// the worker and its PostgreSQL backend, and on a machine where the servers
-// share two cores such wake-ups cost more than the statements.
+// instead of each in a round trip of its own. A round trip costs the
+// network's latency when PostgreSQL is on another machine, and a worker's
+// partition waits for its batch before the next (change 15 in
+// docs/performance.md).
 //
 // If a statement of a batch fails, PostgreSQL skips the rest of the batch
 // (the COMMIT too) and leaves the transaction aborted; end rolls it back.

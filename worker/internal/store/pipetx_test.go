@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"net"
 	"sync/atomic"
 	"testing"
 
@@ -11,9 +12,21 @@ import (
 	"rooms/worker/internal/store"
 )
 
-// roundTrips counts what a pool sends: batches and single statements.
+// roundTrips counts what a pool sends: batches and single statements as
+// pgx sees them, and writes to the socket (a pipeline goes out in one).
 type roundTrips struct {
-	batches, queries atomic.Int64
+	batches, queries, writes atomic.Int64
+}
+
+// countingConn counts the writes to a connection's socket.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
 }
 
 func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
@@ -28,7 +41,7 @@ func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.Tra
 }
 func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
-func (r *roundTrips) reset() { r.batches.Store(0); r.queries.Store(0) }
+func (r *roundTrips) reset() { r.batches.Store(0); r.queries.Store(0); r.writes.Store(0) }
 
 // tracedPool is a pool of one connection on f's database whose batches
 // and statements are counted.
@@ -42,6 +55,13 @@ func tracedPool(t *testing.T, f *fixture) (*pgxpool.Pool, *roundTrips) {
 	store.TunePool(cfg)
 	rt := &roundTrips{}
 	cfg.ConnConfig.Tracer = rt
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: c, writes: &rt.writes}, nil
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -67,9 +87,13 @@ func TestBatchIsTwoRoundTrips(t *testing.T) {
 	pool, rt := tracedPool(t, f)
 	st := store.New(pool, store.Options{})
 	ctx := context.Background()
-	// The first batch also prepares the statements and looks up the
-	// users; what follows is the steady state.
-	if _, err := st.Save(ctx, []store.Record{f.rec(t, newUUID(), f.rooms[0], f.users[0], "warm", "")}); err != nil {
+	// The first batch of this shape also prepares its statements (a
+	// round trip of pgx's own); what follows is the steady state.
+	warm := []store.Record{
+		f.rec(t, newUUID(), f.rooms[0], f.users[0], "warm", "w1"),
+		f.raw([]byte("1"), []byte(`{not json`)),
+	}
+	if _, err := st.Save(ctx, warm); err != nil {
 		t.Fatal(err)
 	}
 	rt.reset()
@@ -86,8 +110,8 @@ func TestBatchIsTwoRoundTrips(t *testing.T) {
 	if res.Inserted != 3 || res.DeadLetters != 1 {
 		t.Fatalf("inserted %d, dead letters %d; want 3 and 1", res.Inserted, res.DeadLetters)
 	}
-	if b, q := rt.batches.Load(), rt.queries.Load(); b != 2 || q != 0 {
-		t.Fatalf("a batch took %d batches and %d single statements; want 2 and 0", b, q)
+	if b, q, w := rt.batches.Load(), rt.queries.Load(), rt.writes.Load(); b != 2 || q != 0 || w != 2 {
+		t.Fatalf("a batch took %d batches, %d single statements and %d socket writes; want 2, 0 and 2", b, q, w)
 	}
 	if got := len(f.messages(t)); got != 4 {
 		t.Fatalf("%d messages stored, want 4", got)
