@@ -33,6 +33,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "delayproxy: -delay %s: give a duration of 0 or more\n", *delay)
 		os.Exit(2)
 	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "delayproxy: unexpected argument %q (all settings are flags)\n", flag.Arg(0))
+		os.Exit(2)
+	}
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "delayproxy:", err)
@@ -92,14 +96,12 @@ type chunk struct {
 // dst's sending side; on an error it closes both.
 func pipe(dst, src net.Conn, delay time.Duration) {
 	q := make(chan chunk, 1024)
-	failed := make(chan struct{})
 	written := make(chan struct{})
 	go func() {
 		defer close(written)
 		for c := range q {
 			time.Sleep(time.Until(c.due))
 			if _, err := dst.Write(c.data); err != nil {
-				close(failed)
 				dst.Close()
 				src.Close() // ends the reader below
 				for range q {
@@ -122,11 +124,8 @@ func pipe(dst, src net.Conn, delay time.Duration) {
 	}
 	close(q)
 	<-written
-	select {
-	case <-failed:
-		return
-	default:
-	}
+	// After a failed write both are closed already, and closing again
+	// does nothing.
 	if errors.Is(rerr, io.EOF) {
 		if tc, ok := dst.(*net.TCPConn); ok {
 			_ = tc.CloseWrite()

@@ -56,10 +56,6 @@ func (t *pipeTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, erro
 	return br, nil
 }
 
-// queueCommit queues the COMMIT as b's last statement; readCommit reads
-// its result once everything before it is read.
-func queueCommit(b *pgx.Batch) { b.Queue("COMMIT") }
-
 // readCommit reads the COMMIT's result. A COMMIT of a transaction that
 // failed reports ROLLBACK, not an error (pgx's Tx.Commit checks the same).
 func (t *pipeTx) readCommit(br pgx.BatchResults) error {
@@ -74,13 +70,24 @@ func (t *pipeTx) readCommit(br pgx.BatchResults) error {
 	return nil
 }
 
-// commit sends a COMMIT of its own.
-func (t *pipeTx) commit(ctx context.Context) error {
-	b := t.batch()
-	queueCommit(b)
+// commitWith sends b, statements whose results are only checked for an
+// error, with a COMMIT at its end; commitWith(ctx, t.batch()) is a COMMIT
+// of its own.
+func (t *pipeTx) commitWith(ctx context.Context, b *pgx.Batch) error {
+	n := b.Len()
+	if !t.begun {
+		n-- // send reads the BEGIN's result
+	}
+	b.Queue("COMMIT")
 	br, err := t.send(ctx, b)
 	if err != nil {
 		return err
+	}
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return err
+		}
 	}
 	if err := t.readCommit(br); err != nil {
 		_ = br.Close()
@@ -93,15 +100,13 @@ func (t *pipeTx) commit(ctx context.Context) error {
 }
 
 // end rolls back a transaction that was begun and not committed, and
-// returns the connection to the pool. A connection whose rollback fails is
-// closed (the pool then drops it, as it drops any connection returned
-// inside a transaction).
+// returns the connection to the pool. If the rollback fails, the pool
+// drops the connection: it drops any connection returned closed, busy or
+// inside a transaction.
 func (t *pipeTx) end(ctx context.Context) {
 	if t.begun && !t.committed {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if _, err := t.conn.Exec(rctx, "ROLLBACK"); err != nil {
-			_ = t.conn.Conn().Close(rctx)
-		}
+		_, _ = t.conn.Exec(rctx, "ROLLBACK")
 		cancel()
 	}
 	t.conn.Release()

@@ -153,3 +153,29 @@ func TestFailedWriteRollsBackAndKeepsTheConnection(t *testing.T) {
 		t.Fatalf("last_seq %d, want 2", n)
 	}
 }
+
+// With BeforeCommit set (a fault test's crash point) the hook runs once
+// the rows are written and before they are committed: another connection
+// does not see them yet, and sees them after Save.
+func TestBeforeCommitRunsBetweenTheWritesAndTheCommit(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	ctx := context.Background()
+	hooks, seenInHook := 0, -1
+	st := store.New(f.pool, store.Options{BeforeCommit: func() {
+		hooks++
+		seenInHook = len(f.messages(t))
+	}})
+	res, err := st.Save(ctx, []store.Record{
+		f.rec(t, newUUID(), f.rooms[0], f.users[0], "a", ""),
+		f.rec(t, newUUID(), f.rooms[0], f.users[0], "b", ""),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hooks != 1 || seenInHook != 0 {
+		t.Fatalf("hook ran %d times and saw %d committed messages; want once and 0", hooks, seenInHook)
+	}
+	if res.Inserted != 2 || len(f.messages(t)) != 2 {
+		t.Fatalf("inserted %d, %d stored; want 2 and 2", res.Inserted, len(f.messages(t)))
+	}
+}

@@ -114,21 +114,8 @@ func (s *Store) deadLetter(ctx context.Context, rec Record, reason string, attem
 	defer tx.end(ctx)
 	b := tx.batch()
 	queueDeadLetters(b, []deadLetter{{rec: rec, reason: reason, attempts: attempts}})
-	queueCommit(b)
-	br, err := tx.send(ctx, b)
-	if err != nil {
-		return Result{}, err
-	}
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
+	if err := tx.commitWith(ctx, b); err != nil {
 		return Result{}, fmt.Errorf("insert 1 dead letter: %w", err)
-	}
-	if err := tx.readCommit(br); err != nil {
-		_ = br.Close()
-		return Result{}, err
-	}
-	if err := br.Close(); err != nil {
-		return Result{}, fmt.Errorf("commit: %w", err)
 	}
 	return Result{DeadLetters: 1}, nil
 }

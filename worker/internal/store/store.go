@@ -432,7 +432,7 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 	}
 	ownCommit := s.opts.BeforeCommit != nil
 	if !ownCommit {
-		queueCommit(b)
+		b.Queue("COMMIT")
 	}
 	start := time.Now()
 	br, err := tx.send(ctx, b)
@@ -481,7 +481,7 @@ func (s *Store) writeOnce(ctx context.Context, recs []Record, attempts int, look
 			s.opts.BeforeCommit()
 		}
 		start = time.Now()
-		if err := tx.commit(ctx); err != nil {
+		if err := tx.commitWith(ctx, tx.batch()); err != nil {
 			return res, err
 		}
 	}
