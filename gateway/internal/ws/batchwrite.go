@@ -2,6 +2,7 @@ package ws
 
 import (
 	"encoding/binary"
+	"net"
 	"sync"
 	"time"
 )
@@ -11,8 +12,8 @@ import (
 // per frame. Frames are built here (server frames are never
 // masked and compression is off): a FIN text frame header, then the
 // payload. A single Write on a net.Conn is never interleaved with another
-// one, so control frames the websocket library writes from the reader
-// goroutine (pong, close reply) still land between whole frames.
+// one; the only frames written outside the queue are the library's close
+// frames for a client that broke the protocol (deliver.go).
 
 const (
 	// maxBatchFrames and maxBatchBytes bound one coalesced write.
@@ -43,6 +44,13 @@ func appendTextFrame(b, payload []byte) []byte {
 		b = append(b, 127)
 		b = binary.BigEndian.AppendUint64(b, uint64(n))
 	}
+	return append(b, payload...)
+}
+
+// appendControlFrame appends a final, unmasked control frame of type op
+// (a pong) with payload, which the library keeps within 125 bytes.
+func appendControlFrame(b []byte, op int, payload string) []byte {
+	b = append(b, 0x80|byte(op), byte(len(payload)))
 	return append(b, payload...)
 }
 
@@ -100,28 +108,40 @@ func (b *batch) flush() error {
 	}
 	c := b.c
 	nc := c.ws.NetConn()
-	// The deadline is moved on only once less than half of WriteTimeout
-	// is left, not for every write: re-arming the socket's timer was a few
-	// % of a gateway's CPU under load. A write that makes no progress
-	// still fails, after between half of WriteTimeout and all of it.
+	c.armWriteDeadline(nc)
+	_, err := nc.Write(b.buf)
+	b.buf = b.buf[:0]
+	if err != nil {
+		b.frames, b.ctl = 0, 0
+		b.born = b.born[:0]
+		return err
+	}
+	b.sent()
+	return nil
+}
+
+// armWriteDeadline moves the socket's write deadline on once less than
+// half of WriteTimeout is left, not for every write: re-arming the
+// socket's timer was a few % of a gateway's CPU under load. A write that
+// makes no progress still fails, after between half of WriteTimeout and
+// all of it. It is called by the holder of writing.
+func (c *conn) armWriteDeadline(nc net.Conn) {
 	if now := time.Now(); c.writeDeadline.Sub(now) < c.srv.cfg.WriteTimeout/2 {
 		c.writeDeadline = now.Add(c.srv.cfg.WriteTimeout)
 		_ = nc.SetWriteDeadline(c.writeDeadline)
 	}
-	_, err := nc.Write(b.buf)
-	b.buf = b.buf[:0]
-	n := b.frames
-	b.frames, b.ctl = 0, 0
-	if err != nil {
-		b.born = b.born[:0]
-		return err
-	}
-	c.srv.m.FramesOut.Add(float64(n))
+}
+
+// sent counts the batch's frames as written and observes their delivery
+// latency, then empties the batch's counts.
+func (b *batch) sent() {
+	m := b.c.srv.m
+	m.FramesOut.Add(float64(b.frames))
 	for _, born := range b.born {
-		c.srv.m.DeliveryLatency.Observe(max(time.Since(time.Unix(0, born)), 0).Seconds())
+		m.DeliveryLatency.Observe(max(time.Since(time.Unix(0, born)), 0).Seconds())
 	}
+	b.frames, b.ctl = 0, 0
 	b.born = b.born[:0]
-	return nil
 }
 
 // release returns the batch to the pool (one with a large buffer is

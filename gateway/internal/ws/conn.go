@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -28,13 +29,16 @@ import (
 // frames (0 for every other frame); the writer uses it to skip what the
 // connection already has and to repair a gap. born is the message's accept
 // time (its time_created) in Unix nanoseconds, for the delivery latency
-// metric (0: not measured). raw frames are written as they are (pings);
-// the others are the payloads of text frames.
+// metric (0: not measured). raw frames are written as they are (pings,
+// pongs); the others are the payloads of text frames. A tail is the rest
+// of a write the socket took only part of (deliver.go): it is always first
+// in the queue and goes out before anything else.
 type frame struct {
 	seq  int64
 	born int64
 	data []byte
 	raw  bool
+	tail bool
 }
 
 // acceptedAt returns m's time_created in Unix nanoseconds, 0 when it does
@@ -59,6 +63,9 @@ type conn struct {
 	userID string
 	v2     bool
 	slot   *slot
+	// raw is the socket for writes that do not wait (deliver.go); nil
+	// when the socket has none, and then every write takes the queue.
+	raw syscall.RawConn
 
 	// mu guards the fields below it up to last.
 	mu     sync.Mutex
@@ -169,6 +176,11 @@ func (s *Server) start(ws *websocket.Conn, sess *session, keep bool) {
 
 	if !c.claims.ExpiresAt.IsZero() {
 		c.expiry = time.AfterFunc(time.Until(c.claims.ExpiresAt), func() { c.close(CloseTokenExpired, "token expired") })
+	}
+	if sc, ok := c.netConn().(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
 	}
 	c.mu.Lock()
 	c.pingTimer = time.AfterFunc(s.cfg.PingInterval, c.ping)
@@ -290,6 +302,16 @@ func (c *conn) readLoop() {
 	_ = c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
 	c.ws.SetPongHandler(func(string) error {
 		return c.ws.SetReadDeadline(time.Now().Add(cfg.PongTimeout))
+	})
+	// The pong to a client's ping and the echo of its close are queued,
+	// not written by the library: a tail may be waiting (deliver.go).
+	c.ws.SetPingHandler(func(data string) error {
+		c.enqueue(frame{raw: true, data: appendControlFrame(nil, websocket.PongMessage, data)})
+		return nil
+	})
+	c.ws.SetCloseHandler(func(code int, _ string) error {
+		c.shut(code, "")
+		return nil
 	})
 	for {
 		_, data, err := c.ws.ReadMessage()

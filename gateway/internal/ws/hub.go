@@ -100,61 +100,70 @@ func (h *hub) all() []*conn {
 	return out
 }
 
-// Messages queues msgs to the room's sockets.
+// Messages delivers msgs to the room's sockets: each message is encoded
+// once per protocol, and each socket gets all of them at once, so that
+// they go out in one write (deliver.go).
 func (h *hub) Messages(roomID int64, msgs []message.Message) {
 	conns := h.room(roomID)
-	if len(conns) == 0 {
+	if len(conns) == 0 || len(msgs) == 0 {
 		return
 	}
-	for _, m := range msgs {
-		var v2, legacy []byte
-		born := acceptedAt(m)
-		for _, c := range conns {
-			if c.v2 {
-				if v2 == nil {
-					v2 = encodeV2Message(m)
-				}
-				c.enqueue(frame{seq: m.Seq, data: v2, born: born})
-			} else {
-				if legacy == nil {
-					legacy = encodeLegacyMessage(m)
-				}
-				c.enqueue(frame{seq: m.Seq, data: legacy, born: born})
-			}
+	var v2, legacy []frame
+	for _, c := range conns {
+		fs := &legacy
+		if c.v2 {
+			fs = &v2
 		}
+		if *fs == nil {
+			*fs = messageFrames(msgs, c.v2)
+		}
+		c.deliver(*fs)
 	}
 }
 
-// Presence queues a join or leave event to the room's sockets.
+// messageFrames encodes msgs for one protocol.
+func messageFrames(msgs []message.Message, v2 bool) []frame {
+	fs := make([]frame, len(msgs))
+	for i, m := range msgs {
+		data := encodeLegacyMessage
+		if v2 {
+			data = encodeV2Message
+		}
+		fs[i] = frame{seq: m.Seq, data: data(m), born: acceptedAt(m)}
+	}
+	return fs
+}
+
+// Presence delivers a join or leave event to the room's sockets.
 func (h *hub) Presence(roomID int64, p message.Presence) {
 	conns := h.room(roomID)
-	var v2, legacy []byte
+	var v2, legacy []frame
 	for _, c := range conns {
 		if c.v2 {
 			if v2 == nil {
-				v2 = encodeV2Presence(p)
+				v2 = []frame{{data: encodeV2Presence(p)}}
 			}
-			c.enqueue(frame{data: v2})
+			c.deliver(v2)
 		} else {
 			if legacy == nil {
-				legacy = encodeLegacyPresence(roomID, p)
+				legacy = []frame{{data: encodeLegacyPresence(roomID, p)}}
 			}
-			c.enqueue(frame{data: legacy})
+			c.deliver(legacy)
 		}
 	}
 }
 
-// Typing queues a typing event to the room's v2 sockets of other users.
+// Typing delivers a typing event to the room's v2 sockets of other users.
 func (h *hub) Typing(roomID int64, t message.Typing) {
 	conns := h.room(roomID)
-	var v2 []byte
+	var v2 []frame
 	for _, c := range conns {
 		if !c.v2 || c.userID == t.UserID {
 			continue
 		}
 		if v2 == nil {
-			v2 = encodeV2Typing(t)
+			v2 = []frame{{data: encodeV2Typing(t)}}
 		}
-		c.enqueue(frame{data: v2})
+		c.deliver(v2)
 	}
 }

@@ -56,23 +56,30 @@ func (c *conn) push(f frame, bounded bool) bool {
 }
 
 // close asks for a close frame with code (0: none) and the end of the
-// connection. Only the first call counts.
+// connection, counted by code. Only the first call counts.
 func (c *conn) close(code int, text string) {
+	if c.shut(code, text) && code != 0 {
+		c.srv.m.Closed(code)
+	}
+}
+
+// shut asks for a close frame with code (0: none) and the end of the
+// connection without counting it (the echo of a client's close). It
+// reports whether this was the first call; only that one counts.
+func (c *conn) shut(code int, text string) bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.closed = true
 	c.closeCode, c.closeText = code, text
 	start := c.claimWrites()
 	c.mu.Unlock()
-	if code != 0 {
-		c.srv.m.Closed(code)
-	}
 	if start {
 		go c.writer()
 	}
+	return true
 }
 
 // claimWrites marks the writes taken and reports whether no writer held
@@ -259,9 +266,13 @@ func (c *conn) writeClose() {
 	code, text := c.closeCode, c.closeText
 	var queued []frame
 	// A drain's close comes after what is queued (the acks Drain waited
-	// for); other closes skip the queue (a too slow client's is long).
-	if code == CloseGoingAway {
+	// for); other closes skip the queue (a too slow client's is long),
+	// but not a tail: the close frame must not land inside a frame.
+	switch {
+	case code == CloseGoingAway:
 		queued, c.frames = c.frames, nil
+	case len(c.frames) > 0 && c.frames[0].tail:
+		queued, c.frames = c.frames[:1:1], nil
 	}
 	c.mu.Unlock()
 	if code == 0 {
