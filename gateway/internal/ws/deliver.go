@@ -13,7 +13,8 @@ import (
 // about a tenth of a gateway's CPU in the fanout workload. Everything else
 // (a busy connection, a gap to repair from PostgreSQL, a full socket
 // buffer) takes the queue and the writer as before, so the reader never
-// waits for a client.
+// waits for a client. This is done with one P only (Server.inline): with
+// more, the writers of a big room's sockets run on all of them at once.
 //
 // A non-blocking write can take only part of the bytes. The rest is
 // queued first, as a tail, and the writer sends it before anything else,
@@ -23,7 +24,12 @@ import (
 // echo of a client's close) go through the queue too (readLoop). The only
 // frames the library still writes itself are the close frames of a client
 // that broke the protocol (a bad frame, one over the read limit), which end
-// the connection.
+// the connection. Two things are left of that: such a close frame can land
+// inside a tail if it comes in the moment between the write taken in part
+// and the writer's first write; and while the library's write waits on a
+// full buffer (up to its 1 s write wait), holding the socket's write lock,
+// a write here to the same socket waits for the lock too. Both need a
+// client that stopped reading to break the protocol at that moment.
 
 // deliver writes fs to the connection, or queues them. fs is not kept.
 func (c *conn) deliver(fs []frame) {
@@ -32,7 +38,7 @@ func (c *conn) deliver(fs []frame) {
 		c.mu.Unlock()
 		return
 	}
-	if c.writing || c.closed || len(c.frames) > 0 || c.raw == nil || !c.writable(fs) {
+	if !c.srv.inline || c.writing || c.closed || len(c.frames) > 0 || c.raw == nil || !c.writable(fs) {
 		full := false
 		for _, f := range fs {
 			if len(c.frames) >= c.srv.cfg.SendQueue {

@@ -63,7 +63,7 @@ func newPair(t *testing.T) *pair {
 	t.Cleanup(func() { wc.Close() })
 
 	srv := &Server{cfg: Config{SendQueue: 1 << 20, WriteTimeout: time.Minute}.withDefaults(),
-		logger: slog.New(slog.DiscardHandler), m: metrics.Discard().WS}
+		logger: slog.New(slog.DiscardHandler), m: metrics.Discard().WS, inline: true}
 	c := &conn{srv: srv, ws: wc, readerDone: make(chan struct{}), writerDone: make(chan struct{}), done: make(chan struct{})}
 	raw, err := c.netConn().(syscall.Conn).SyscallConn()
 	if err != nil {

@@ -101,6 +101,10 @@ func newEnvServing(t *testing.T, tune func(*ws.Config), wrap func(ws.Deps) ws.De
 		deps = wrap(deps)
 	}
 	e.srv = ws.New(cfg, deps, logger)
+	// The stack runs gateways with one P, where the fan-out reader writes
+	// to idle sockets itself; the tests cover that whatever GOMAXPROCS is
+	// (with more Ps, every write takes the queue, as busy sockets do here).
+	ws.SetInlineWrites(e.srv, true)
 	runDone := make(chan struct{})
 	go func() { defer close(runDone); _ = e.srv.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-runDone })

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -206,6 +207,12 @@ type Server struct {
 	// settled receives a token when inflight falls to 0 during a drain
 	// (sendSettled), so that Drain waits without polling.
 	settled chan struct{}
+	// inline lets the fan-out reader write to idle sockets itself
+	// (deliver.go). It is on with one P only: with more, writer
+	// goroutines write a big room's sockets on all of them at once, where
+	// the fan-out reader, a single goroutine, would write them one after
+	// the other.
+	inline bool
 }
 
 // New returns a Server. Call Run to start its background work and mount
@@ -217,7 +224,7 @@ func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 	}
 	deps.Tracer = tracing.OrNoop(deps.Tracer)
 	s := &Server{cfg: cfg, deps: deps, logger: logger, limits: newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerUser), m: deps.Metrics.WS,
-		settled: make(chan struct{}, 1)}
+		settled: make(chan struct{}, 1), inline: runtime.GOMAXPROCS(0) == 1}
 	s.tracer = deps.Tracer.Tracer("rooms/gateway/ws")
 	s.presence = presence.NewRegistry(deps.Redis, cfg.RedisPrefix, cfg.GatewayID, logger)
 	// The hub and the reader refer to each other: the reader delivers to the
@@ -231,9 +238,10 @@ func New(cfg Config, deps Deps, logger *slog.Logger) *Server {
 		// past the buffer (bufio reads big reads directly). Every open
 		// socket holds this buffer.
 		ReadBufferSize: 1024,
-		// The library writes only control frames (pongs, close frames),
-		// each with a buffer of its own; every other frame is written by
-		// the connection's batch (batchwrite.go). The pool still matters:
+		// The library writes only close frames (writeClose, and a
+		// client's protocol error), each with a buffer of its own; every
+		// other frame is written by the connection's batch
+		// (batchwrite.go, deliver.go). The pool still matters:
 		// without one the library gives every socket a write buffer of
 		// its own up front.
 		WriteBufferSize: 4096,
