@@ -92,20 +92,16 @@ func (c *conn) writeNow(fs []frame) {
 	b := c.newBatch()
 	defer b.release()
 	for _, f := range fs {
-		if f.seq != 0 {
-			if f.seq <= c.last {
-				continue // the connection's first frames had it
-			}
-			c.last = f.seq
-		}
-		b.buf = appendTextFrame(b.buf, f.data)
-		b.frames++
-		if f.born != 0 {
-			b.born = append(b.born, f.born)
+		// Within writable's bounds the batch never fills, so addFrame
+		// writes nothing, and no gap sends it to the store.
+		if _, err := c.addFrame(b, f); err != nil {
+			c.log().Debug("websocket write failed", "error", err)
+			c.close(0, "")
+			return
 		}
 	}
 	if b.frames == 0 {
-		return
+		return // the connection's first frames had them all
 	}
 	n, err := c.tryWrite(b.buf)
 	switch {

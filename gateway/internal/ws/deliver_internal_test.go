@@ -82,6 +82,14 @@ func payload(seq int64) []byte {
 	return []byte(strconv.FormatInt(seq, 10) + ":" + strings.Repeat("m", 20000))
 }
 
+// startReader runs the connection's read loop, as run does.
+func (p *pair) startReader() {
+	go func() {
+		p.c.readLoop()
+		close(p.c.readerDone)
+	}()
+}
+
 // readMessage reads the next frame at the client and checks that it is
 // message seq read+1, whole.
 func (p *pair) readMessage(t *testing.T) {
@@ -143,10 +151,7 @@ func (p *pair) fillUntilTail(t *testing.T) int64 {
 func TestTailGoesOutBeforeAnythingElse(t *testing.T) {
 	p := newPair(t)
 	c := p.c
-	go func() {
-		c.readLoop()
-		close(c.readerDone)
-	}()
+	p.startReader()
 	last := p.fillUntilTail(t)
 	// A client's ping arrives while the tail waits: its pong is queued
 	// behind the tail, not written by the library.
@@ -215,10 +220,7 @@ func TestCloseWaitsForTheTail(t *testing.T) {
 func TestClientCloseIsEchoed(t *testing.T) {
 	p := newPair(t)
 	c := p.c
-	go func() {
-		c.readLoop()
-		close(c.readerDone)
-	}()
+	p.startReader()
 	c.deliver([]frame{{seq: 1, data: payload(1)}})
 	p.readMessage(t)
 	if err := p.client.WriteControl(websocket.CloseMessage,
