@@ -232,7 +232,9 @@ type namedFunc struct {
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.Log.Info("http listening", "addr", ln.Addr().String())
 	httpc := make(chan error, 1)
-	go func() { httpc <- a.HTTP.Serve(ln) }()
+	// Each accepted socket keeps its writes apart (ws.Listener): the
+	// WebSocket fan-out writes to idle sockets without waiting.
+	go func() { httpc <- a.HTTP.Serve(ws.Listener(ln)) }()
 
 	bctx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()

@@ -11,9 +11,9 @@ import (
 // connection and writes them with one write to the socket instead of one
 // per frame. Frames are built here (server frames are never
 // masked and compression is off): a FIN text frame header, then the
-// payload. A single Write on a net.Conn is never interleaved with another
-// one; the only frames written outside the queue are the library's close
-// frames for a client that broke the protocol (deliver.go).
+// payload. Writes to a socket never interleave: the writer and the
+// fan-out reader take turns (writing), and the library's own close frames
+// take the socket's lock and wait for a pending tail (sock.go).
 
 const (
 	// maxBatchFrames and maxBatchBytes bound one coalesced write.
@@ -107,9 +107,15 @@ func (b *batch) flush() error {
 		return nil
 	}
 	c := b.c
-	nc := c.ws.NetConn()
-	c.armWriteDeadline(nc)
-	_, err := nc.Write(b.buf)
+	var err error
+	if c.sock != nil {
+		c.armWriteDeadline(c.sock)
+		_, err = c.sock.writeOwn(b.buf)
+	} else {
+		nc := c.ws.NetConn()
+		c.armWriteDeadline(nc)
+		_, err = nc.Write(b.buf)
+	}
 	b.buf = b.buf[:0]
 	if err != nil {
 		b.frames, b.ctl = 0, 0

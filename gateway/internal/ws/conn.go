@@ -8,7 +8,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -63,9 +62,10 @@ type conn struct {
 	userID string
 	v2     bool
 	slot   *slot
-	// raw is the socket for writes that do not wait (deliver.go); nil
-	// when the socket has none, and then every write takes the queue.
-	raw syscall.RawConn
+	// sock is the socket for writes that do not wait (deliver.go); nil
+	// when the connection did not come from Listener, and then every
+	// write takes the queue.
+	sock *sock
 
 	// mu guards the fields below it up to last.
 	mu     sync.Mutex
@@ -129,6 +129,7 @@ func (s *Server) start(ws *websocket.Conn, sess *session, keep bool) {
 		writing:    true, // until the first frames are out
 		readerDone: make(chan struct{}), writerDone: make(chan struct{}), done: make(chan struct{}),
 	}
+	c.sock, _ = c.netConn().(*sock)
 	s.openGauge(v2).Inc()
 	handedOff := false
 	defer func() {
@@ -176,11 +177,6 @@ func (s *Server) start(ws *websocket.Conn, sess *session, keep bool) {
 
 	if !c.claims.ExpiresAt.IsZero() {
 		c.expiry = time.AfterFunc(time.Until(c.claims.ExpiresAt), func() { c.close(CloseTokenExpired, "token expired") })
-	}
-	if sc, ok := c.netConn().(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw = raw
-		}
 	}
 	c.mu.Lock()
 	c.pingTimer = time.AfterFunc(s.cfg.PingInterval, c.ping)

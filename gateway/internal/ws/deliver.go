@@ -1,10 +1,5 @@
 package ws
 
-import (
-	"errors"
-	"syscall"
-)
-
 // Fan-out writes without a goroutine. The fan-out reader hands each
 // connection its share of a stream read (deliver). When the connection has
 // no writer running and nothing queued, the reader writes the frames
@@ -21,15 +16,10 @@ import (
 // the close frame included (writeClose). Nothing else may write to the
 // socket until the tail is out, so the replies the websocket library would
 // write itself from the reader goroutine (the pong to a client's ping, the
-// echo of a client's close) go through the queue too (readLoop). The only
-// frames the library still writes itself are the close frames of a client
-// that broke the protocol (a bad frame, one over the read limit), which end
-// the connection. Two things are left of that: such a close frame can land
-// inside a tail if it comes in the moment between the write taken in part
-// and the writer's first write; and while the library's write waits on a
-// full buffer (up to its 1 s write wait), holding the socket's write lock,
-// a write here to the same socket waits for the lock too. Both need a
-// client that stopped reading to break the protocol at that moment.
+// echo of a client's close) go through the queue too (readLoop). The
+// library's remaining writes, the close frames of a client that broke the
+// protocol, go through the socket's own lock (sock.go): they wait for the
+// tail, and the reader does not wait for them, but queues.
 
 // deliver writes fs to the connection, or queues them. fs is not kept.
 func (c *conn) deliver(fs []frame) {
@@ -38,7 +28,7 @@ func (c *conn) deliver(fs []frame) {
 		c.mu.Unlock()
 		return
 	}
-	if !c.srv.inline || c.writing || c.closed || len(c.frames) > 0 || c.raw == nil || !c.writable(fs) {
+	if !c.srv.inline || c.writing || c.closed || len(c.frames) > 0 || c.sock == nil || !c.writable(fs) {
 		full := false
 		for _, f := range fs {
 			if len(c.frames) >= c.srv.cfg.SendQueue {
@@ -126,28 +116,9 @@ func (c *conn) writeNow(fs []frame) {
 	}
 }
 
-// tryWrite writes buf with one write that does not wait for the socket:
-// n is what it took, 0 when its buffer is full. The caller holds writing.
+// tryWrite writes buf with one write that waits neither for the socket
+// nor for another write (sock.tryWrite). The caller holds writing.
 func (c *conn) tryWrite(buf []byte) (n int, err error) {
-	c.armWriteDeadline(c.ws.NetConn())
-	var werr error
-	err = c.raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), buf)
-			if !errors.Is(werr, syscall.EINTR) {
-				return true // done, whatever happened: never wait here
-			}
-		}
-	})
-	if n < 0 {
-		n = 0
-	}
-	switch {
-	case err != nil:
-		return 0, err
-	case errors.Is(werr, syscall.EAGAIN):
-		return 0, nil
-	default:
-		return n, werr
-	}
+	c.armWriteDeadline(c.sock)
+	return c.sock.tryWrite(buf)
 }

@@ -33,7 +33,7 @@ func newPair(t *testing.T) *pair {
 	t.Helper()
 	conns := make(chan *websocket.Conn, 1)
 	up := websocket.Upgrader{}
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		wc, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			t.Error(err)
@@ -41,6 +41,8 @@ func newPair(t *testing.T) *pair {
 		}
 		conns <- wc
 	}))
+	hs.Listener = Listener(hs.Listener)
+	hs.Start()
 	t.Cleanup(hs.Close)
 	small := func(opt int) func(string, string, syscall.RawConn) error {
 		return func(_, _ string, rc syscall.RawConn) error {
@@ -65,12 +67,12 @@ func newPair(t *testing.T) *pair {
 	srv := &Server{cfg: Config{SendQueue: 1 << 20, WriteTimeout: time.Minute}.withDefaults(),
 		logger: slog.New(slog.DiscardHandler), m: metrics.Discard().WS, inline: true}
 	c := &conn{srv: srv, ws: wc, readerDone: make(chan struct{}), writerDone: make(chan struct{}), done: make(chan struct{})}
-	raw, err := c.netConn().(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
+	sk, ok := c.netConn().(*sock)
+	if !ok {
+		t.Fatalf("the server's socket is a %T, not a sock", c.netConn())
 	}
-	c.raw = raw
-	if err := small(syscall.SO_SNDBUF)("", "", raw); err != nil {
+	c.sock = sk
+	if err := small(syscall.SO_SNDBUF)("", "", sk.raw); err != nil {
 		t.Fatal(err)
 	}
 	return &pair{c: c, client: client}
@@ -102,6 +104,21 @@ func (p *pair) readMessage(t *testing.T) {
 	p.read++
 	if typ != websocket.TextMessage || !bytes.Equal(data, payload(p.read)) {
 		t.Fatalf("client got a %d-byte frame of type %d, want message %d whole", len(data), typ, p.read)
+	}
+}
+
+// readThenClose reads messages up to seq last, each whole and in order,
+// then a close frame with code.
+func (p *pair) readThenClose(t *testing.T, last int64, code int) {
+	t.Helper()
+	for p.read < last {
+		p.readMessage(t)
+	}
+	_ = p.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err := p.client.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != code {
+		t.Fatalf("after message %d: %v, want close %d", last, err, code)
 	}
 }
 
@@ -196,15 +213,7 @@ func TestCloseWaitsForTheTail(t *testing.T) {
 	c.mu.Unlock()
 	c.close(CloseTooSlow, "too slow")
 	c.releaseWrites()
-	for p.read < last {
-		p.readMessage(t)
-	}
-	_ = p.client.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err := p.client.ReadMessage()
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != CloseTooSlow {
-		t.Fatalf("after the tail: %v, want close %d", err, CloseTooSlow)
-	}
+	p.readThenClose(t, last, CloseTooSlow)
 	select {
 	case <-c.writerDone:
 	case <-time.After(10 * time.Second):
@@ -238,4 +247,70 @@ func TestClientCloseIsEchoed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("socket not closed after the echo")
 	}
+}
+
+// A client that breaks the protocol while a tail waits gets the library's
+// close frame after the tail, not inside a frame.
+func TestProtocolErrorCloseWaitsForTheTail(t *testing.T) {
+	p := newPair(t)
+	c := p.c
+	p.startReader()
+	last := p.fillUntilTail(t)
+	// A masked frame of the reserved opcode 3: the library answers it with
+	// a close frame 1002 of its own, written from the reader goroutine.
+	if _, err := p.client.NetConn().Write([]byte{0x83, 0x80, 1, 2, 3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the library's close frame to wait for the tail", func() bool {
+		return c.sock.waiting.Load() == 1
+	})
+	c.releaseWrites()
+	p.readThenClose(t, last, websocket.CloseProtocolError)
+}
+
+// While another write holds the socket (the library's, waiting for room in
+// the socket's buffer), the fan-out reader does not wait for it: it queues
+// the frames, and the writer sends them after that write.
+func TestFanOutDoesNotWaitForAnotherWrite(t *testing.T) {
+	p := newPair(t)
+	c := p.c
+	// A frame far bigger than both sockets' buffers, written as the
+	// library writes: it holds the socket until the client reads.
+	big := bytes.Repeat([]byte("b"), 1<<20)
+	other := make(chan error, 1)
+	go func() {
+		_, err := c.sock.Write(appendTextFrame(nil, big))
+		other <- err
+	}()
+	testenv.Eventually(t, "the other write to hold the socket", func() bool {
+		if c.sock.mu.TryLock() {
+			c.sock.mu.Unlock()
+			return false
+		}
+		return true
+	})
+	delivered := make(chan struct{})
+	go func() {
+		c.deliver([]frame{{seq: 1, data: payload(1)}})
+		close(delivered)
+	}()
+	select {
+	case <-delivered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the fan-out reader waited for the other write: not back within 30s")
+	}
+	select {
+	case err := <-other:
+		t.Fatalf("the other write ended (%v) before the client read anything", err)
+	default:
+	}
+	_ = p.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	typ, data, err := p.client.ReadMessage()
+	if err != nil || typ != websocket.TextMessage || !bytes.Equal(data, big) {
+		t.Fatalf("first frame: type %d, %d bytes, %v; want the other write's whole", typ, len(data), err)
+	}
+	if err := <-other; err != nil {
+		t.Fatal(err)
+	}
+	p.readMessage(t)
 }

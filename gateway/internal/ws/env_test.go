@@ -122,7 +122,7 @@ func newEnvServing(t *testing.T, tune func(*ws.Config), wrap func(ws.Deps) ws.De
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = app.Listener(ln) }()
+	go func() { _ = app.Listener(ws.Listener(ln)) }()
 	t.Cleanup(func() {
 		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer dcancel()

@@ -120,6 +120,9 @@ func (c *conn) writer() {
 		if r := recover(); r != nil {
 			c.log().Error("websocket writer panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			c.close(CloseInternal, "internal error")
+			if c.sock != nil {
+				c.sock.dropTail() // the close frame must not wait for it
+			}
 			_ = c.ws.WriteControl(websocket.CloseMessage,
 				websocket.FormatCloseMessage(CloseInternal, "internal error"), time.Now().Add(time.Second))
 			c.endWrites()
@@ -153,6 +156,9 @@ func (c *conn) writer() {
 func (c *conn) endWrites() {
 	c.endOnce.Do(func() {
 		_ = c.netConn().Close()
+		if c.sock != nil {
+			c.sock.drop() // a queued tail is dropped with the queue
+		}
 		c.mu.Lock()
 		c.finished = true
 		c.frames = nil
