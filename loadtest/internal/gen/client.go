@@ -1,6 +1,7 @@
 package gen
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -307,13 +308,20 @@ func (c *Client) reopen(ctx context.Context) *websocket.Conn {
 
 // read handles frames until the connection fails.
 func (c *Client) read(conn *websocket.Conn) error {
+	// One buffer for every frame of the connection: ReadMessage would
+	// allocate one per frame. ParseFrame copies what it keeps.
+	var buf bytes.Buffer
 	for {
-		_, data, err := conn.ReadMessage()
+		_, r, err := conn.NextReader()
 		if err != nil {
 			return err
 		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			return err
+		}
 		now := time.Now()
-		f, err := ParseFrame(data)
+		f, err := ParseFrame(buf.Bytes())
 		if err != nil {
 			continue
 		}
