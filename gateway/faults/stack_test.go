@@ -122,6 +122,13 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		name := fmt.Sprintf("gw-%d", i)
 		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		env := append(append(append([]string{}, s.common...), o.gatewayEnv...), "GATEWAY_ID="+name, "HTTP_ADDR="+addr)
+		if i == 1 {
+			// gw-1 runs with one P, as the local stack runs its gateways
+			// on a small machine, so that the faults meet the fan-out
+			// reader's own writes (ws/deliver.go); the others take the
+			// writers' path of a gateway with more Ps.
+			env = append(env, "GOMAXPROCS=1")
+		}
 		s.gateways = append(s.gateways, &proc{Name: name, Bin: filepath.Join(binDir, "gateway"), Addr: addr, Ready: "http",
 			Env: env, Log: filepath.Join(s.logDir, name+".log")})
 	}

@@ -85,8 +85,11 @@ func start(t *testing.T, o opts) *stack {
 		run(t, "worker", append(append([]string{}, common...),
 			"WORKER_ID=worker-1", "KAFKA_GROUP=rooms-workers-"+testenv.RandomID(4)), false)
 	}
+	// One P, as the local stack runs its gateways on a small machine: the
+	// fan-out reader then writes to idle sockets itself (ws/deliver.go),
+	// and the hostile clients here meet that path.
 	env := append(append([]string{}, common...), "HTTP_ADDR=127.0.0.1:0", "GATEWAY_ID=gw-1",
-		"JWT_SECRET="+testSecret, "ALLOWED_ORIGINS="+allowedOrigin)
+		"JWT_SECRET="+testSecret, "ALLOWED_ORIGINS="+allowedOrigin, "GOMAXPROCS=1")
 	addr := run(t, "gateway", append(env, o.env...), true)
 	s := &stack{t: t, base: "http://" + addr, db: db}
 	deadline := time.Now().Add(60 * time.Second)
