@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -332,7 +333,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	log := logging.New(stdout, cfg.Log.Level, "gateway")
-	log.Info("starting", "gateway_id", cfg.GatewayID, "config", config.Redacted(cfg))
+	log.Info("starting", "gateway_id", cfg.GatewayID, "gomaxprocs", runtime.GOMAXPROCS(0), "config", config.Redacted(cfg))
 	if cfg.JWTSecret == DevJWTSecret {
 		log.Warn("JWT_SECRET is the development default; set a secret of your own outside local development")
 	}

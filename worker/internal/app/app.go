@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -97,7 +98,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		cfg.FanoutMaxLen = message.DefaultFanoutMaxLen
 	}
 	log := logging.New(stdout, cfg.Level, "worker").With("worker_id", cfg.WorkerID)
-	log.Info("starting", "config", config.Redacted(cfg))
+	log.Info("starting", "gomaxprocs", runtime.GOMAXPROCS(0), "config", config.Redacted(cfg))
 
 	pgCfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
