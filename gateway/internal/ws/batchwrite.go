@@ -107,13 +107,12 @@ func (b *batch) flush() error {
 		return nil
 	}
 	c := b.c
+	nc := c.ws.NetConn()
+	c.armWriteDeadline(nc)
 	var err error
 	if c.sock != nil {
-		c.armWriteDeadline(c.sock)
-		_, err = c.sock.writeOwn(b.buf)
+		_, err = c.sock.writeOwn(b.buf) // the writer's write (sock.go)
 	} else {
-		nc := c.ws.NetConn()
-		c.armWriteDeadline(nc)
 		_, err = nc.Write(b.buf)
 	}
 	b.buf = b.buf[:0]

@@ -29,20 +29,12 @@ func (c *conn) deliver(fs []frame) {
 		return
 	}
 	if !c.srv.inline || c.writing || c.closed || len(c.frames) > 0 || c.sock == nil || !c.writable(fs) {
-		full := false
-		for _, f := range fs {
-			if len(c.frames) >= c.srv.cfg.SendQueue {
-				full = true
-				break
-			}
-			c.frames = append(c.frames, f)
-		}
-		start := c.claimWrites()
+		fit, start := c.queue(fs, true)
 		c.mu.Unlock()
 		if start {
 			go c.writer()
 		}
-		if full {
+		if !fit {
 			c.close(CloseTooSlow, "too slow")
 		}
 		return

@@ -163,6 +163,14 @@ func encodeV2Message(m message.Message) []byte {
 
 func encodeLegacyMessage(m message.Message) []byte { return mustJSON(m) }
 
+// encodeMessage encodes m for a socket of either protocol.
+func encodeMessage(m message.Message, v2 bool) []byte {
+	if v2 {
+		return encodeV2Message(m)
+	}
+	return encodeLegacyMessage(m)
+}
+
 func encodeError(code, msg, clientMsgID string) []byte {
 	return mustJSON(errorFrame{Type: "error", Code: code, Message: msg, ClientMsgID: clientMsgID})
 }

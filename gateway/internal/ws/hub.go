@@ -125,11 +125,7 @@ func (h *hub) Messages(roomID int64, msgs []message.Message) {
 func messageFrames(msgs []message.Message, v2 bool) []frame {
 	fs := make([]frame, len(msgs))
 	for i, m := range msgs {
-		data := encodeLegacyMessage
-		if v2 {
-			data = encodeV2Message
-		}
-		fs[i] = frame{seq: m.Seq, data: data(m), born: acceptedAt(m)}
+		fs[i] = frame{seq: m.Seq, data: encodeMessage(m, v2), born: acceptedAt(m)}
 	}
 	return fs
 }

@@ -42,17 +42,30 @@ func (c *conn) push(f frame, bounded bool) bool {
 		c.mu.Unlock()
 		return true
 	}
-	if bounded && len(c.frames) >= c.srv.cfg.SendQueue {
-		c.mu.Unlock()
-		return false
-	}
-	c.frames = append(c.frames, f)
-	start := c.claimWrites()
+	fit, start := c.queue([]frame{f}, bounded)
 	c.mu.Unlock()
 	if start {
 		go c.writer()
 	}
-	return true
+	return fit
+}
+
+// queue appends fs to the queue, up to SendQueue frames when bounded, and
+// claims the writes. It reports whether all of fs fit, and whether the
+// caller must start a writer. c.mu is held. A full queue means a writer
+// holds the writes already (frames are queued only while writing is held,
+// and a writer ends only with the queue empty), so claiming them then
+// changes nothing.
+func (c *conn) queue(fs []frame, bounded bool) (fit, start bool) {
+	fit = true
+	for _, f := range fs {
+		if bounded && len(c.frames) >= c.srv.cfg.SendQueue {
+			fit = false
+			break
+		}
+		c.frames = append(c.frames, f)
+	}
+	return fit, c.claimWrites()
 }
 
 // close asks for a close frame with code (0: none) and the end of the
@@ -215,11 +228,7 @@ func (c *conn) addFrame(b *batch, f frame) (bool, error) {
 	case f.seq > c.last+1:
 		msgs, gapErr := c.repair(f.seq)
 		for _, m := range msgs {
-			data := encodeLegacyMessage(m)
-			if c.v2 {
-				data = encodeV2Message(m)
-			}
-			if err := b.put(data, 0); err != nil {
+			if err := b.put(encodeMessage(m, c.v2), 0); err != nil {
 				return false, err
 			}
 			c.last = m.Seq
