@@ -55,8 +55,16 @@ full)
 	wire=$(GOMAXPROCS=1 .run/bin/wirecost -conns 1000 -rate 20000 -size 160 -duration 3s |
 		sed -n 's/^writer CPU: .* = \([0-9.]*\) µs per write$/\1/p' || true)
 	echo "bench: one loopback write costs ${wire:-?} CPU-µs here (loadtest/cmd/wirecost)"
+	# What one process waking another and being woken back costs, on one
+	# CPU and across two: every message crosses five processes, and on some
+	# machines of this kind a wake-up across CPUs costs several times more.
+	wake=$(.run/bin/wirecost -wakeups 100000 || true)
+	wake_same=$(echo "$wake" | sed -n 's/^wake-up round trip, same CPU: .* (CPU \([0-9.]*\) µs)$/\1/p')
+	wake_across=$(echo "$wake" | sed -n 's/^wake-up round trip, across CPUs: .* (CPU \([0-9.]*\) µs)$/\1/p')
+	echo "bench: a wake-up round trip between two processes costs ${wake_same:-?} CPU-µs on one CPU, ${wake_across:-?} across two"
 	exec .run/bin/roomsbench -targets "$target_list" -admin-targets "$admin_list" -name bench \
-		-stage-targets "$stage_list" -loopback-write-us "${wire:-0}" "$@"
+		-stage-targets "$stage_list" -loopback-write-us "${wire:-0}" \
+		-wakeup-same-cpu-us "${wake_same:-0}" -wakeup-across-cpus-us "${wake_across:-0}" "$@"
 	;;
 quick)
 	exec .run/bin/roomsbench -targets "$target_list" -admin-targets "$admin_list" -name quick \

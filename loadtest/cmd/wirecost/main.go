@@ -8,7 +8,16 @@
 // and of the reading one (getrusage: user + system, which includes the
 // kernel's TCP work on loopback).
 //
+// With -wakeups N it measures instead what it costs one process to wake
+// another and be woken back: N one-byte round trips over two pipes between
+// it and a child process (itself, started with -pong), each side blocked
+// in read(2) until the other writes, once with both on the same CPU and
+// once on two. Every message of the stack crosses
+// several processes, each crossing a wake-up of this kind, and on some
+// virtual machines a wake-up costs several times what it does on others.
+//
 //	go run ./loadtest/cmd/wirecost -conns 1000 -rate 10000 -size 160
+//	go run ./loadtest/cmd/wirecost -wakeups 100000
 package main
 
 import (
@@ -19,9 +28,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 func main() {
@@ -30,9 +42,21 @@ func main() {
 	size := flag.Int("size", 160, "bytes per write (a delivered chat frame is about 160)")
 	duration := flag.Duration("duration", 10*time.Second, "how long to write")
 	read := flag.String("read", "", "internal: run as the reader, accepting on this address")
+	wakeups := flag.Int("wakeups", 0, "measure the wake-up round trip between two processes instead, over this many round trips")
+	pong := flag.Int("pong", -1, "internal: run as the other side of -wakeups on this CPU, on fds 3 (read) and 4 (write)")
 	flag.Parse()
 	if *read != "" {
 		reader(*read)
+		return
+	}
+	if *pong >= 0 {
+		os.Exit(ponger(*pong, 3, 4))
+	}
+	if *wakeups > 0 {
+		if err := wakeupCost(*wakeups); err != nil {
+			fmt.Fprintln(os.Stderr, "wirecost:", err)
+			os.Exit(1)
+		}
 		return
 	}
 	if err := writer(*conns, *rate, *size, *duration); err != nil {
@@ -121,6 +145,151 @@ func writer(n, rate, size int, d time.Duration) error {
 	fmt.Printf("writer CPU: %.2fs = %.2f µs per write\n", cpu, cpu/float64(writes)*1e6)
 	fmt.Printf("reader CPU (whole life, incl. accepting): %.2fs = %.2f µs per read\n", readerCPU, readerCPU/float64(writes)*1e6)
 	return nil
+}
+
+// wakeupCost times n round trips with this process on CPU 0 and the child
+// on CPU 0 (a context switch each way), then on CPU 1 (a wake-up of the
+// other CPU each way), and prints both. Unpinned, the kernel places the
+// two wherever it likes, and the figure moves by half between runs.
+func wakeupCost(n int) error {
+	same, sameCPU, err := pinger(n, 0)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("wake-up round trip, same CPU: %.2f µs (CPU %.2f µs)\n", same, sameCPU)
+	if runtime.NumCPU() < 2 {
+		return nil
+	}
+	across, acrossCPU, err := pinger(n, 1)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("wake-up round trip, across CPUs: %.2f µs (CPU %.2f µs)\n", across, acrossCPU)
+	return nil
+}
+
+// pinger starts the child on CPU childCPU, then times n round trips from
+// CPU 0: write a byte to the child, block until it writes one back. It
+// returns the µs per round trip, of the clock and of the two threads'
+// CPU (user + system) together. Both pipes are blocking and used with raw
+// system calls from a locked thread, so that each side sleeps in the
+// kernel's read(2) and is woken by the other's write, with no Go poller in
+// between.
+func pinger(n, childCPU int) (wall, cpu float64, err error) {
+	var toChild, fromChild [2]int
+	if err := syscall.Pipe2(toChild[:], syscall.O_CLOEXEC); err != nil {
+		return 0, 0, err
+	}
+	if err := syscall.Pipe2(fromChild[:], syscall.O_CLOEXEC); err != nil {
+		return 0, 0, err
+	}
+	defer syscall.Close(fromChild[0])
+	cmd := exec.Command(os.Args[0], "-pong", strconv.Itoa(childCPU))
+	cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(toChild[0]), "ping"), os.NewFile(uintptr(fromChild[1]), "pong")}
+	var childOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &childOut, os.Stderr
+	err = cmd.Start()
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
+	if err != nil {
+		syscall.Close(toChild[1])
+		return 0, 0, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	pinErr := pin(0)
+	b := []byte{1}
+	trip := func() error {
+		if _, err := syscall.Write(toChild[1], b); err != nil {
+			return err
+		}
+		n, err := syscall.Read(fromChild[0], b)
+		if err == nil && n == 0 {
+			err = io.ErrUnexpectedEOF // the child is gone
+		}
+		return err
+	}
+	var elapsed time.Duration
+	var cpu0, cpu1 float64
+	if pinErr == nil {
+		for range 1000 { // both sides running and scheduled once
+			if err = trip(); err != nil {
+				break
+			}
+		}
+		cpu0 = threadCPUSeconds()
+		start := time.Now()
+		for i := 0; i < n && err == nil; i++ {
+			err = trip()
+		}
+		elapsed = time.Since(start)
+		cpu1 = threadCPUSeconds()
+	}
+	syscall.Close(toChild[1]) // the child reads EOF, prints its CPU and exits
+	if werr := cmd.Wait(); werr != nil {
+		return 0, 0, fmt.Errorf("pong: %w", werr)
+	}
+	if pinErr != nil {
+		return 0, 0, fmt.Errorf("pin to CPU 0: %w", pinErr)
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	// The child's figure covers its warm-up round trips too (1000 of them,
+	// against the 100 000 a run makes by default).
+	var pongCPU float64
+	if _, err := fmt.Sscanf(strings.TrimSpace(childOut.String()), "%f", &pongCPU); err != nil {
+		return 0, 0, fmt.Errorf("pong's CPU %q: %w", childOut.String(), err)
+	}
+	per := 1e6 / float64(n)
+	return elapsed.Seconds() * per, (cpu1 - cpu0 + pongCPU) * per, nil
+}
+
+// ponger pins itself to cpu, then answers every byte read from in with
+// one written to out, until in ends; then it prints its thread's CPU
+// seconds and returns the exit code.
+func ponger(cpu, in, out int) int {
+	runtime.LockOSThread()
+	if err := pin(cpu); err != nil {
+		fmt.Fprintf(os.Stderr, "wirecost pong: pin to CPU %d: %v\n", cpu, err)
+		return 1
+	}
+	b := []byte{0}
+	for {
+		n, err := syscall.Read(in, b)
+		if err != nil {
+			return 1
+		}
+		if n == 0 {
+			fmt.Printf("%.6f\n", threadCPUSeconds())
+			return 0
+		}
+		if _, err := syscall.Write(out, b); err != nil {
+			return 1
+		}
+	}
+}
+
+// pin binds the calling thread to one CPU (sched_setaffinity(2)).
+func pin(cpu int) error {
+	var mask [16]uint64
+	mask[cpu/64] = 1 << (cpu % 64)
+	_, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask[0])))
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// threadCPUSeconds is the calling thread's CPU time (RUSAGE_THREAD): with
+// the goroutine locked to its thread, what the wake-ups cost it, without
+// the runtime's other threads.
+func threadCPUSeconds() float64 {
+	const rusageThread = 1
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(rusageThread, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 func cpuSeconds() float64 {

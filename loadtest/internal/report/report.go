@@ -110,6 +110,13 @@ type Host struct {
 	// connections), measured before the run: the floor under a delivery,
 	// and what tells machines of the same kind apart. 0: not measured.
 	LoopbackWriteUS float64 `json:"loopback_write_us,omitempty"`
+	// WakeupSameCPUUS and WakeupAcrossCPUsUS are the CPU (both sides
+	// together) of one wake-up round trip between two processes over
+	// pipes, both on one CPU, and on two (cmd/wirecost -wakeups): every
+	// message crosses several processes, each crossing a wake-up. 0: not
+	// measured.
+	WakeupSameCPUUS    float64 `json:"wakeup_same_cpu_us,omitempty"`
+	WakeupAcrossCPUsUS float64 `json:"wakeup_across_cpus_us,omitempty"`
 }
 
 // Failed reports whether any workload failed its checks.
@@ -143,6 +150,12 @@ func (r *Result) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "host %s: %d CPUs (%s), %.1f GB, load %s", r.Host.Hostname, r.Host.CPUs, r.Host.CPUModel, r.Host.MemoryGB, r.Host.Load1)
 	if r.Host.LoopbackWriteUS > 0 {
 		fmt.Fprintf(w, ", loopback write %.2f µs", r.Host.LoopbackWriteUS)
+	}
+	if r.Host.WakeupSameCPUUS > 0 {
+		fmt.Fprintf(w, ", wake-up round trip %.1f µs on one CPU", r.Host.WakeupSameCPUUS)
+		if r.Host.WakeupAcrossCPUsUS > 0 {
+			fmt.Fprintf(w, ", %.1f across two", r.Host.WakeupAcrossCPUsUS)
+		}
 	}
 	fmt.Fprintln(w)
 	if r.Note != "" {

@@ -57,7 +57,7 @@ func TestRecorderCollectsOnlyItsStep(t *testing.T) {
 func TestResultOutputs(t *testing.T) {
 	res := &report.Result{
 		Started: time.Date(2026, 11, 26, 14, 0, 0, 0, time.UTC), Targets: []string{"http://x"},
-		Host: report.Host{CPUs: 2, LoopbackWriteUS: 7.06},
+		Host: report.Host{CPUs: 2, LoopbackWriteUS: 7.06, WakeupSameCPUUS: 15.8, WakeupAcrossCPUsUS: 40.77},
 		Workloads: []report.Workload{{
 			Name: "chat", Shape: "s",
 			Steps: []report.Step{{Name: "100", TargetRate: 100, Held: true, Valid: true,
@@ -68,7 +68,7 @@ func TestResultOutputs(t *testing.T) {
 	var buf bytes.Buffer
 	res.WriteTable(&buf)
 	if !strings.Contains(buf.String(), "FAILED: 1 lost") || !strings.Contains(buf.String(), "== chat") ||
-		!strings.Contains(buf.String(), "loopback write 7.06 µs") ||
+		!strings.Contains(buf.String(), "loopback write 7.06 µs, wake-up round trip 15.8 µs on one CPU, 40.8 across two") ||
 		!strings.Contains(buf.String(), "step 100 stages p50/p99 ms: commit 3.0/120.0 (1>100ms)") {
 		t.Fatalf("table:\n%s", buf.String())
 	}
@@ -87,7 +87,8 @@ func TestResultOutputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back report.Result
-	if err := json.Unmarshal(raw, &back); err != nil || back.Workloads[0].Totals.Lost != 1 || back.Host.LoopbackWriteUS != 7.06 {
+	if err := json.Unmarshal(raw, &back); err != nil || back.Workloads[0].Totals.Lost != 1 || back.Host.LoopbackWriteUS != 7.06 ||
+		back.Host.WakeupAcrossCPUsUS != 40.77 {
 		t.Fatalf("round trip: %v %+v", err, back)
 	}
 }

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+)
+
+// TestMain lets the test binary play the child that pinger starts
+// (os.Args[0] -pong CPU).
+func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == "-pong" {
+		cpu, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			os.Exit(2)
+		}
+		os.Exit(ponger(cpu, 3, 4))
+	}
+	os.Exit(m.Run())
+}
+
+func TestPingerRoundTrips(t *testing.T) {
+	cpus := []int{0}
+	if runtime.NumCPU() > 1 {
+		cpus = append(cpus, 1)
+	}
+	for _, cpu := range cpus {
+		wall, cpuUS, err := pinger(2000, cpu)
+		if err != nil {
+			t.Fatalf("child on CPU %d: %v", cpu, err)
+		}
+		// Each round trip blocks in read(2) on both sides, so it takes
+		// some time and some CPU; 0 would mean the trips did not happen.
+		if wall <= 0 || cpuUS <= 0 {
+			t.Fatalf("child on CPU %d: %.2f µs per round trip, %.2f CPU-µs: want both above 0", cpu, wall, cpuUS)
+		}
+	}
+}
+
+func TestPingerReportsAChildThatCannotPin(t *testing.T) {
+	// A CPU the machine does not have: the child cannot pin itself, exits
+	// 1, and pinger says so instead of timing a round trip that never came.
+	if _, _, err := pinger(10, 1000); err == nil {
+		t.Fatal("pinger with the child on CPU 1000: no error")
+	}
+}
