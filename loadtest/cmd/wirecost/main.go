@@ -147,20 +147,25 @@ func writer(n, rate, size int, d time.Duration) error {
 	return nil
 }
 
-// wakeupCost times n round trips with this process on CPU 0 and the child
-// on CPU 0 (a context switch each way), then on CPU 1 (a wake-up of the
-// other CPU each way), and prints both. Unpinned, the kernel places the
-// two wherever it likes, and the figure moves by half between runs.
+// wakeupCost times n round trips with this process and the child on the
+// first CPU it may run on (a context switch each way), then with the
+// child on the second (a wake-up of the other CPU each way), and prints
+// both. Unpinned, the kernel places the two wherever it likes, and the
+// figure moves by half between runs.
 func wakeupCost(n int) error {
-	same, sameCPU, err := pinger(n, 0)
+	cpus, err := allowedCPUs()
+	if err != nil {
+		return err
+	}
+	same, sameCPU, err := pinger(n, cpus[0], cpus[0])
 	if err != nil {
 		return err
 	}
 	fmt.Printf("wake-up round trip, same CPU: %.2f µs (CPU %.2f µs)\n", same, sameCPU)
-	if runtime.NumCPU() < 2 {
+	if len(cpus) < 2 {
 		return nil
 	}
-	across, acrossCPU, err := pinger(n, 1)
+	across, acrossCPU, err := pinger(n, cpus[0], cpus[1])
 	if err != nil {
 		return err
 	}
@@ -169,13 +174,13 @@ func wakeupCost(n int) error {
 }
 
 // pinger starts the child on CPU childCPU, then times n round trips from
-// CPU 0: write a byte to the child, block until it writes one back. It
+// CPU cpu: write a byte to the child, block until it writes one back. It
 // returns the µs per round trip, of the clock and of the two threads'
 // CPU (user + system) together. Both pipes are blocking and used with raw
 // system calls from a locked thread, so that each side sleeps in the
 // kernel's read(2) and is woken by the other's write, with no Go poller in
 // between.
-func pinger(n, childCPU int) (wall, cpu float64, err error) {
+func pinger(n, cpu, childCPU int) (wall, cpuUS float64, err error) {
 	var toChild, fromChild [2]int
 	if err := syscall.Pipe2(toChild[:], syscall.O_CLOEXEC); err != nil {
 		return 0, 0, err
@@ -198,7 +203,7 @@ func pinger(n, childCPU int) (wall, cpu float64, err error) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	pinErr := pin(0)
+	pinErr := pin(cpu)
 	b := []byte{1}
 	trip := func() error {
 		if _, err := syscall.Write(toChild[1], b); err != nil {
@@ -231,7 +236,7 @@ func pinger(n, childCPU int) (wall, cpu float64, err error) {
 		return 0, 0, fmt.Errorf("pong: %w", werr)
 	}
 	if pinErr != nil {
-		return 0, 0, fmt.Errorf("pin to CPU 0: %w", pinErr)
+		return 0, 0, fmt.Errorf("pin to CPU %d: %w", cpu, pinErr)
 	}
 	if err != nil {
 		return 0, 0, err
@@ -269,6 +274,26 @@ func ponger(cpu, in, out int) int {
 			return 1
 		}
 	}
+}
+
+// allowedCPUs lists the CPUs this thread may run on (sched_getaffinity(2)),
+// which in a container need not start at 0.
+func allowedCPUs() ([]int, error) {
+	var mask [16]uint64
+	_, _, e := syscall.RawSyscall(syscall.SYS_SCHED_GETAFFINITY, 0, unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask[0])))
+	if e != 0 {
+		return nil, e
+	}
+	var cpus []int
+	for i := range len(mask) * 64 {
+		if mask[i/64]&(1<<(i%64)) != 0 {
+			cpus = append(cpus, i)
+		}
+	}
+	if len(cpus) == 0 {
+		return nil, fmt.Errorf("no CPU in this thread's affinity mask")
+	}
+	return cpus, nil
 }
 
 // pin binds the calling thread to one CPU (sched_setaffinity(2)).
