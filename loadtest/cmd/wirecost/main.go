@@ -201,8 +201,17 @@ func pinger(n, cpu, childCPU int) (wall, cpuUS float64, err error) {
 		syscall.Close(toChild[1])
 		return 0, 0, err
 	}
+	// The thread goes back to Go's pool afterwards: give it back the CPUs
+	// it had.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	var had cpuMask
+	if err := getAffinity(&had); err != nil {
+		syscall.Close(toChild[1])
+		_ = cmd.Wait()
+		return 0, 0, err
+	}
+	defer func() { _ = setAffinity(&had) }()
 	pinErr := pin(cpu)
 	b := []byte{1}
 	trip := func() error {
@@ -279,10 +288,9 @@ func ponger(cpu, in, out int) int {
 // allowedCPUs lists the CPUs this thread may run on (sched_getaffinity(2)),
 // which in a container need not start at 0.
 func allowedCPUs() ([]int, error) {
-	var mask [16]uint64
-	_, _, e := syscall.RawSyscall(syscall.SYS_SCHED_GETAFFINITY, 0, unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask[0])))
-	if e != 0 {
-		return nil, e
+	var mask cpuMask
+	if err := getAffinity(&mask); err != nil {
+		return nil, err
 	}
 	var cpus []int
 	for i := range len(mask) * 64 {
@@ -296,15 +304,34 @@ func allowedCPUs() ([]int, error) {
 	return cpus, nil
 }
 
-// pin binds the calling thread to one CPU (sched_setaffinity(2)).
-func pin(cpu int) error {
-	var mask [16]uint64
-	mask[cpu/64] = 1 << (cpu % 64)
-	_, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask[0])))
+// cpuMask is a CPU set for sched_getaffinity(2) and sched_setaffinity(2),
+// of up to 1024 CPUs.
+type cpuMask [16]uint64
+
+func getAffinity(m *cpuMask) error {
+	_, _, e := syscall.RawSyscall(syscall.SYS_SCHED_GETAFFINITY, 0, unsafe.Sizeof(*m), uintptr(unsafe.Pointer(&m[0])))
 	if e != 0 {
 		return e
 	}
 	return nil
+}
+
+func setAffinity(m *cpuMask) error {
+	_, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(*m), uintptr(unsafe.Pointer(&m[0])))
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// pin binds the calling thread to one CPU.
+func pin(cpu int) error {
+	if cpu < 0 || cpu >= len(cpuMask{})*64 {
+		return syscall.EINVAL
+	}
+	var m cpuMask
+	m[cpu/64] = 1 << (cpu % 64)
+	return setAffinity(&m)
 }
 
 // threadCPUSeconds is the calling thread's CPU time (RUSAGE_THREAD): with

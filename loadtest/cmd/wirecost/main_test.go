@@ -28,10 +28,25 @@ func TestPingerRoundTrips(t *testing.T) {
 	if len(cpus) != runtime.NumCPU() {
 		t.Logf("this process may run on %d of %d CPUs: %v", len(cpus), runtime.NumCPU(), cpus)
 	}
+	// pinger pins the thread it runs on; the thread must get its CPUs
+	// back before it returns to Go's pool.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var before cpuMask
+	if err := getAffinity(&before); err != nil {
+		t.Fatal(err)
+	}
 	for _, cpu := range cpus[:min(2, len(cpus))] {
 		wall, cpuUS, err := pinger(2000, cpus[0], cpu)
 		if err != nil {
 			t.Fatalf("child on CPU %d: %v", cpu, err)
+		}
+		var after cpuMask
+		if err := getAffinity(&after); err != nil {
+			t.Fatal(err)
+		}
+		if after != before {
+			t.Fatalf("after a run with the child on CPU %d the thread may run on %x, before on %x", cpu, after, before)
 		}
 		// Each round trip blocks in read(2) on both sides, so it takes
 		// some time and some CPU; 0 would mean the trips did not happen.
