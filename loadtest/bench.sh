@@ -56,8 +56,9 @@ full)
 		sed -n 's/^writer CPU: .* = \([0-9.]*\) µs per write$/\1/p' || true)
 	echo "bench: one loopback write costs ${wire:-?} CPU-µs here (loadtest/cmd/wirecost)"
 	# What one process waking another and being woken back costs, on one
-	# CPU and across two: every message crosses five processes, and on some
-	# machines of this kind a wake-up across CPUs costs several times more.
+	# CPU and across two: every message crosses five processes, and on
+	# machine L (docs/performance.md) a round trip across CPUs cost two to
+	# three times one on a single CPU. About 10 s.
 	wake=$(.run/bin/wirecost -wakeups 100000 || true)
 	wake_same=$(echo "$wake" | sed -n 's/^wake-up round trip, same CPU: .* (CPU \([0-9.]*\) µs)$/\1/p')
 	wake_across=$(echo "$wake" | sed -n 's/^wake-up round trip, across CPUs: .* (CPU \([0-9.]*\) µs)$/\1/p')
