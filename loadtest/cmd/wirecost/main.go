@@ -334,18 +334,20 @@ func pin(cpu int) error {
 	return setAffinity(&m)
 }
 
-// threadCPUSeconds is the calling thread's CPU time (RUSAGE_THREAD): with
-// the goroutine locked to its thread, what the wake-ups cost it, without
-// the runtime's other threads.
-func threadCPUSeconds() float64 {
-	const rusageThread = 1
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(rusageThread, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
+// rusageThread is Linux's RUSAGE_THREAD, which package syscall lacks.
+const rusageThread = 1
 
-func cpuSeconds() float64 {
+// threadCPUSeconds is the calling thread's CPU time: with the goroutine
+// locked to its thread, what the wake-ups cost it, without the runtime's
+// other threads.
+func threadCPUSeconds() float64 { return cpuSecondsOf(rusageThread) }
+
+// cpuSeconds is the whole process's CPU time.
+func cpuSeconds() float64 { return cpuSecondsOf(syscall.RUSAGE_SELF) }
+
+// cpuSecondsOf is getrusage(2)'s user + system time for who.
+func cpuSecondsOf(who int) float64 {
 	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	_ = syscall.Getrusage(who, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
