@@ -9,13 +9,17 @@
 # deadline exceeded" and no failing input written. That is Go's own fuzz
 # coordinator racing its -fuzztime deadline on a busy machine
 # (https://go.dev/issue/75804, fixed in Go 1.27; this module builds with
-# 1.26), not a finding. It is reported as FLAKY. A second such run, or any
-# other failure, fails the step.
+# 1.26), not a finding. It is reported as FLAKY (on stderr and in
+# .run/fuzz/flaky.txt, with the first run's output kept in
+# .run/fuzz/<target>.log), as scripts/faults.sh reports its retried tests. A
+# second such run, or any other failure, fails the step.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 fuzztime=${1:-10s}
+mkdir -p .run/fuzz
+rm -f .run/fuzz/flaky.txt .run/fuzz/*.log
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -38,7 +42,9 @@ for target in \
 			break
 		fi
 		if [[ $try == 1 ]] && deadline_race; then
-			echo "FLAKY: fuzz $name ended on Go's fuzz-time deadline race (go.dev/issue/75804), no failing input; running it once more" >&2
+			cp "$log" ".run/fuzz/$name.log"
+			echo "$name" >>.run/fuzz/flaky.txt
+			echo "FLAKY: fuzz $name ended on Go's fuzz-time deadline race (go.dev/issue/75804), no failing input; running it once more (first run's output in .run/fuzz/$name.log)" >&2
 			continue
 		fi
 		exit 1
