@@ -138,6 +138,7 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 	}
 	b.sampler.Begin()
 	genStart := selfCPU()
+	genIOStart, genIOErr := procstat.ReadIO(os.Getpid())
 	tt := gen.NewTimetable(time.Now().Add(20*time.Millisecond), st.rate, st.length)
 	var side sync.WaitGroup
 	if st.during != nil {
@@ -160,6 +161,7 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 	}
 	usage := b.sampler.End()
 	genCPU := selfCPU() - genStart
+	genIOEnd, genIOEndErr := procstat.ReadIO(os.Getpid())
 	var stageSummary map[string]stages.Stage
 	if len(b.cfg.StageTargets) > 0 && stagesErr == nil {
 		var after stages.Snapshot
@@ -202,6 +204,9 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 		}
 	}
 	s.GeneratorCPU = genCPU.Seconds()
+	if genIOErr == nil && genIOEndErr == nil {
+		s.GeneratorIO = &procstat.IOCalls{Reads: genIOEnd.Reads - genIOStart.Reads, Writes: genIOEnd.Writes - genIOStart.Writes}
+	}
 	if s.Delivered > 0 {
 		s.CPUPerDelivery = s.ServerCPU * 1e6 / float64(s.Delivered)
 		s.GeneratorCPUPerDelivery = s.GeneratorCPU * 1e6 / float64(s.Delivered)

@@ -1,6 +1,7 @@
 // Package procstat samples the CPU time and resident memory of the server
-// processes from /proc: CPU seconds over an interval, peak RSS, and the
-// CPU and wake-ups of each process's busiest threads.
+// processes from /proc: CPU seconds over an interval, peak RSS, the read
+// and write calls each made, and the CPU and wake-ups of each process's
+// busiest threads.
 package procstat
 
 import (
@@ -184,11 +185,66 @@ func sum(pids []int) Sample {
 	return s
 }
 
-// readWithThreads is read and Threads(false) of the same processes, found
-// once (a pattern group's look-up reads every process's command line).
-func (g Group) readWithThreads() (Sample, map[int]Thread) {
+// IOCalls counts a process's read and write system calls, from the
+// syscr and syscw fields of /proc/<pid>/io. The kernel counts read(2),
+// write(2) and their vector and positioned forms there, whatever they
+// read or wrote (a read that finds a socket empty counts too), but not
+// send(2), recv(2), sendmsg(2) or recvmsg(2): so they are every socket
+// read and write of the Go servers and Redis, and only the file I/O of
+// PostgreSQL and of librdkafka's threads, which use the socket calls.
+type IOCalls struct {
+	Reads  int64 `json:"reads"`
+	Writes int64 `json:"writes"`
+}
+
+// ReadIO reads the I/O call counts of one pid. /proc/<pid>/io is readable
+// only by the process's owner (or root), so this fails for another user's
+// processes.
+func ReadIO(pid int) (IOCalls, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return IOCalls{}, err
+	}
+	return ParseIO(raw)
+}
+
+// ParseIO returns syscr and syscw of a /proc/<pid>/io file.
+func ParseIO(raw []byte) (IOCalls, error) {
+	if !bytes.Contains(raw, []byte("syscr:")) || !bytes.Contains(raw, []byte("syscw:")) {
+		return IOCalls{}, fmt.Errorf("malformed io: no syscr or syscw")
+	}
+	return IOCalls{Reads: StatusValue(raw, "syscr"), Writes: StatusValue(raw, "syscw")}, nil
+}
+
+// sumIO sums the I/O call counts of pids; ok is false when none could be
+// read (all gone, or all another user's).
+func sumIO(pids []int) (c IOCalls, ok bool) {
+	for _, pid := range pids {
+		p, err := ReadIO(pid)
+		if err != nil {
+			continue
+		}
+		c.Reads += p.Reads
+		c.Writes += p.Writes
+		ok = true
+	}
+	return c, ok
+}
+
+// reading is what Begin and End read of a group.
+type reading struct {
+	Sample
+	threads map[int]Thread
+	io      IOCalls
+	ioOK    bool
+}
+
+// readAll is read, Threads(false) and the I/O calls of the same processes,
+// found once (a pattern group's look-up reads every process's command line).
+func (g Group) readAll() reading {
 	pids := g.Current()
-	return sum(pids), threadsOf(pids, false)
+	io, ok := sumIO(pids)
+	return reading{Sample: sum(pids), threads: threadsOf(pids, false), io: io, ioOK: ok}
 }
 
 // StackGroups finds the local stack's processes: one group per pid file in
@@ -235,6 +291,12 @@ type Usage struct {
 	// switches) over the interval: in a Go server under load, the
 	// runtime's sysmon, which need not be among the busiest.
 	MostSwitches *ThreadFigure `json:"most_switches_thread,omitempty"`
+	// IO is the read and write calls the group made over the interval
+	// (see IOCalls for which calls count); nil when /proc/<pid>/io could
+	// not be read at both ends. For a group whose processes come and go
+	// (PostgreSQL's backends), those that ended during the interval are
+	// missing from it, as from CPUSeconds.
+	IO *IOCalls `json:"io_calls,omitempty"`
 }
 
 // BusiestThreads is how many of a group's threads a Usage keeps: enough
@@ -293,15 +355,14 @@ type Sampler struct {
 	groups []Group
 	every  time.Duration
 
-	mu      sync.Mutex
-	start   map[string]Sample
-	threads map[string]map[int]Thread // at Begin
-	peak    map[string]int64
+	mu    sync.Mutex
+	start map[string]reading // at Begin
+	peak  map[string]int64
 }
 
 // NewSampler returns a sampler of groups sampling RSS every interval.
 func NewSampler(groups []Group, every time.Duration) *Sampler {
-	return &Sampler{groups: groups, every: every, start: map[string]Sample{}, threads: map[string]map[int]Thread{}, peak: map[string]int64{}}
+	return &Sampler{groups: groups, every: every, start: map[string]reading{}, peak: map[string]int64{}}
 }
 
 // Groups are the sampled groups.
@@ -329,10 +390,9 @@ func (s *Sampler) Run(ctx context.Context) {
 // Begin starts an interval.
 func (s *Sampler) Begin() {
 	for _, g := range s.groups {
-		r, th := g.readWithThreads()
+		r := g.readAll()
 		s.mu.Lock()
 		s.start[g.Name] = r
-		s.threads[g.Name] = th
 		s.peak[g.Name] = r.RSS
 		s.mu.Unlock()
 	}
@@ -342,17 +402,21 @@ func (s *Sampler) Begin() {
 func (s *Sampler) End() map[string]Usage {
 	out := map[string]Usage{}
 	for _, g := range s.groups {
-		r, th := g.readWithThreads()
+		r := g.readAll()
 		s.mu.Lock()
 		st := s.start[g.Name]
-		busiest, most := threadFigures(s.threads[g.Name], th)
-		out[g.Name] = Usage{
+		busiest, most := threadFigures(st.threads, r.threads)
+		u := Usage{
 			CPUSeconds:   max(0, (r.CPU - st.CPU).Seconds()),
 			PeakRSS:      max(s.peak[g.Name], r.RSS),
 			EndRSS:       r.RSS,
 			Threads:      busiest,
 			MostSwitches: most,
 		}
+		if st.ioOK && r.ioOK {
+			u.IO = &IOCalls{Reads: max(0, r.io.Reads-st.io.Reads), Writes: max(0, r.io.Writes-st.io.Writes)}
+		}
+		out[g.Name] = u
 		s.mu.Unlock()
 	}
 	return out

@@ -35,6 +35,21 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
+func TestParseIO(t *testing.T) {
+	raw := "rchar: 2012\nwchar: 1004\nsyscr: 17\nsyscw: 9\nread_bytes: 0\nwrite_bytes: 4096\ncancelled_write_bytes: 0\n"
+	got, err := procstat.ParseIO([]byte(raw))
+	if err != nil || got != (procstat.IOCalls{Reads: 17, Writes: 9}) {
+		t.Fatalf("ParseIO = %+v, %v", got, err)
+	}
+	if _, err := procstat.ParseIO([]byte("rchar: 1\n")); err == nil {
+		t.Fatal("ParseIO without syscr and syscw: no error")
+	}
+	// Another user's process, or one gone: an error, not zeros.
+	if _, err := procstat.ReadIO(1 << 30); err == nil {
+		t.Fatal("ReadIO of a pid that does not exist: no error")
+	}
+}
+
 func TestParseRSS(t *testing.T) {
 	status := "Name:\tgateway\nVmPeak:\t  9000 kB\nVmRSS:\t    2048 kB\nThreads:\t7\n"
 	if got := procstat.ParseRSS([]byte(status)); got != 2048<<10 {
@@ -74,9 +89,35 @@ func TestReadSelfAndSampler(t *testing.T) {
 		}
 		_ = x
 	}()
+	// 500 write calls and 500 read calls, each one system call: /dev/null
+	// and /dev/zero are not pollable, so os.File calls the kernel at once.
+	devNull, err := os.OpenFile("/dev/null", os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+	devZero, err := os.Open("/dev/zero")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devZero.Close()
+	one := make([]byte, 1)
+	for range 500 {
+		if _, err := devNull.Write(one); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := devZero.Read(one); err != nil {
+			t.Fatal(err)
+		}
+	}
 	u := smp.End()["self"]
 	if u.CPUSeconds < 0.05 || u.PeakRSS <= 0 {
 		t.Fatalf("usage = %+v", u)
+	}
+	// The calls above are counted (with whatever else the process read and
+	// wrote meanwhile, such as /proc).
+	if u.IO == nil || u.IO.Writes < 500 || u.IO.Reads < 500 {
+		t.Fatalf("I/O calls = %+v, want at least 500 reads and 500 writes", u.IO)
 	}
 	// The burning thread leads the busiest threads, which are sorted and
 	// at most BusiestThreads.

@@ -56,6 +56,10 @@ type Step struct {
 	// (not part of ServerCPU): on one machine it competes with the servers.
 	GeneratorCPU            float64 `json:"generator_cpu_seconds"`
 	GeneratorCPUPerDelivery float64 `json:"generator_cpu_us_per_delivered"`
+	// GeneratorIO is the load generator's own read and write calls over
+	// the same interval (its sampling of /proc included); nil when
+	// /proc/self/io could not be read.
+	GeneratorIO *procstat.IOCalls `json:"generator_io_calls,omitempty"`
 }
 
 // Workload is the result of one workload.
@@ -184,6 +188,9 @@ func (r *Result) WriteTable(w io.Writer) {
 				if line := ThreadsLine(last); line != "" {
 					fmt.Fprintln(w, line)
 				}
+				if line := IOLine(last); line != "" {
+					fmt.Fprintln(w, line)
+				}
 			}
 			for _, st := range wl.Steps {
 				if line := stages.Line(st.Stages); line != "" {
@@ -240,6 +247,34 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// IOLine shows the read and write calls of each process in step s per
+// delivered message (procstat.IOCalls: the Go servers' and Redis's socket
+// reads and writes; PostgreSQL and librdkafka use send and recv, which are
+// not counted), or "" when the step has no such figures. One delivery's
+// floor is one write by a gateway and one read by the client.
+func IOLine(s Step) string {
+	if s.Delivered == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, name := range sortedKeys(s.Processes) {
+		io := s.Processes[name].IO
+		if io == nil || io.Reads+io.Writes == 0 {
+			continue
+		}
+		d := float64(s.Delivered)
+		fmt.Fprintf(&b, "  %s %.2f/%.2f", name, float64(io.Reads)/d, float64(io.Writes)/d)
+	}
+	if io := s.GeneratorIO; io != nil && io.Reads+io.Writes > 0 {
+		d := float64(s.Delivered)
+		fmt.Fprintf(&b, "  (generator %.2f/%.2f)", float64(io.Reads)/d, float64(io.Writes)/d)
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return fmt.Sprintf("read/write calls per delivered in step %s (/proc/<pid>/io: read(2) and write(2), not send or recv):%s", s.Name, b.String())
 }
 
 // ThreadsLine shows the busiest threads of each process in step s, each as

@@ -95,6 +95,48 @@ func TestResultOutputs(t *testing.T) {
 
 // The busiest threads of a step are shown per process as CPU-µs per
 // delivered message and switches a second; idle threads are left out.
+func TestIOLine(t *testing.T) {
+	s := report.Step{Name: "2000", Delivered: 100_000, DurationSeconds: 10,
+		Processes: map[string]procstat.Usage{
+			"gateway-1": {CPUSeconds: 2, IO: &procstat.IOCalls{Reads: 32_000, Writes: 120_000}},
+			"postgres":  {CPUSeconds: 0.5, IO: &procstat.IOCalls{Reads: 0, Writes: 0}},
+			"redis":     {CPUSeconds: 0.3, IO: &procstat.IOCalls{Reads: 5_000, Writes: 4_000}},
+			"nginx":     {CPUSeconds: 0},
+		},
+		GeneratorIO: &procstat.IOCalls{Reads: 221_000, Writes: 11_000}}
+	want := "read/write calls per delivered in step 2000 (/proc/<pid>/io: read(2) and write(2), not send or recv):" +
+		"  gateway-1 0.32/1.20  redis 0.05/0.04  (generator 2.21/0.11)"
+	if got := report.IOLine(s); got != want {
+		t.Errorf("IOLine:\n got %q\nwant %q", got, want)
+	}
+	var buf bytes.Buffer
+	(&report.Result{Workloads: []report.Workload{{Name: "chat", Steps: []report.Step{s}}}}).WriteTable(&buf)
+	if !strings.Contains(buf.String(), want+"\n") {
+		t.Errorf("table has no I/O line:\n%s", buf.String())
+	}
+	// The figures survive the JSON round trip; a process without them has none.
+	raw, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back report.Step
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if got := back.Processes["gateway-1"].IO; got == nil || *got != (procstat.IOCalls{Reads: 32_000, Writes: 120_000}) {
+		t.Errorf("gateway-1's I/O after a JSON round trip: %+v", got)
+	}
+	if got := back.GeneratorIO; got == nil || *got != (procstat.IOCalls{Reads: 221_000, Writes: 11_000}) {
+		t.Errorf("the generator's I/O after a JSON round trip: %+v", got)
+	}
+	if back.Processes["nginx"].IO != nil {
+		t.Errorf("nginx has I/O figures after a JSON round trip: %+v", back.Processes["nginx"].IO)
+	}
+	if got := report.IOLine(report.Step{Name: "x", Processes: s.Processes}); got != "" {
+		t.Errorf("a step without deliveries: %q", got)
+	}
+}
+
 func TestThreadsLine(t *testing.T) {
 	s := report.Step{Name: "2000", Delivered: 100_000, DurationSeconds: 10,
 		Processes: map[string]procstat.Usage{
