@@ -186,12 +186,14 @@ func sum(pids []int) Sample {
 }
 
 // IOCalls counts a process's read and write system calls, from the
-// syscr and syscw fields of /proc/<pid>/io. The kernel counts read(2),
-// write(2) and their vector and positioned forms there, whatever they
-// read or wrote (a read that finds a socket empty counts too), but not
-// send(2), recv(2), sendmsg(2) or recvmsg(2): so they are every socket
-// read and write of the Go servers and Redis, and only the file I/O of
-// PostgreSQL and of librdkafka's threads, which use the socket calls.
+// syscr and syscw fields of /proc/<pid>/io (all its threads). The kernel
+// counts read(2), write(2) and their vector and positioned forms there,
+// whatever they read or wrote (a read that finds a socket empty counts
+// too), but not send(2), recv(2), sendmsg(2) or recvmsg(2). So they hold
+// every socket read and write of the Go code in the servers, the broker
+// and Redis (and a few other reads and writes, such as the Go runtime's
+// wake-ups of its poller), only the file I/O of PostgreSQL, and none of
+// librdkafka's socket calls, which use sendmsg and recvmsg.
 type IOCalls struct {
 	Reads  int64 `json:"reads"`
 	Writes int64 `json:"writes"`

@@ -93,8 +93,9 @@ func TestResultOutputs(t *testing.T) {
 	}
 }
 
-// The busiest threads of a step are shown per process as CPU-µs per
-// delivered message and switches a second; idle threads are left out.
+// The read and write calls of a step are shown per process and for the
+// generator per delivered message; processes without figures, or with
+// none, are left out.
 func TestIOLine(t *testing.T) {
 	s := report.Step{Name: "2000", Delivered: 100_000, DurationSeconds: 10,
 		Processes: map[string]procstat.Usage{
@@ -137,6 +138,8 @@ func TestIOLine(t *testing.T) {
 	}
 }
 
+// The busiest threads of a step are shown per process as CPU-µs per
+// delivered message and switches a second; idle threads are left out.
 func TestThreadsLine(t *testing.T) {
 	s := report.Step{Name: "2000", Delivered: 100_000, DurationSeconds: 10,
 		Processes: map[string]procstat.Usage{
