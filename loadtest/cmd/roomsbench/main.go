@@ -86,8 +86,8 @@ type config struct {
 	Results, Prefix       string
 	Note                  string
 	LoopbackWriteUS       float64
-	WakeupSameUS          float64
-	WakeupAcrossUS        float64
+	WakeupSameCPUUS       float64
+	WakeupAcrossCPUsUS    float64
 	CPUProfile            string
 }
 
@@ -130,8 +130,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.Prefix, "name", "bench", "file name prefix of the JSON result")
 	fs.StringVar(&c.Note, "note", "", "free text stored with the result (e.g. what else ran on the machine)")
 	fs.Float64Var(&c.LoopbackWriteUS, "loopback-write-us", 0, "CPU-µs of one loopback socket write on this machine, measured by cmd/wirecost before the run (bench.sh does), stored with the host")
-	fs.Float64Var(&c.WakeupSameUS, "wakeup-same-cpu-us", 0, "CPU-µs of a wake-up round trip between two processes on one CPU, measured by cmd/wirecost -wakeups before the run (bench.sh does), stored with the host")
-	fs.Float64Var(&c.WakeupAcrossUS, "wakeup-across-cpus-us", 0, "the same with the two processes on two CPUs")
+	fs.Float64Var(&c.WakeupSameCPUUS, "wakeup-same-cpu-us", 0, "CPU-µs of a wake-up round trip between two processes on one CPU, measured by cmd/wirecost -wakeups before the run (bench.sh does), stored with the host")
+	fs.Float64Var(&c.WakeupAcrossCPUsUS, "wakeup-across-cpus-us", 0, "the same with the two processes on two CPUs")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the generator's own CPU profile to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -338,7 +338,7 @@ func (b *bench) renew(ctx context.Context) error {
 
 func hostInfo(cfg config) report.Host {
 	h := report.Host{CPUs: runtime.NumCPU(), GoVer: runtime.Version(), LoopbackWriteUS: cfg.LoopbackWriteUS,
-		WakeupSameCPUUS: cfg.WakeupSameUS, WakeupAcrossCPUsUS: cfg.WakeupAcrossUS}
+		WakeupSameCPUUS: cfg.WakeupSameCPUUS, WakeupAcrossCPUsUS: cfg.WakeupAcrossCPUsUS}
 	h.Hostname, _ = os.Hostname()
 	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.SplitSeq(string(raw), "\n") {
