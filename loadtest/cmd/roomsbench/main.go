@@ -280,7 +280,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer stopSampler()
 	go sampler.Run(sctx)
 
-	b := &bench{cfg: cfg, api: api, all: all, users: all[:n], sampler: sampler, out: stdout, run: strconv.FormatInt(time.Now().UnixNano()%1e9, 36)}
+	b := &bench{cfg: cfg, api: api, all: all, users: all[:n], sampler: sampler, self: newSelfSampler(), out: stdout, run: strconv.FormatInt(time.Now().UnixNano()%1e9, 36)}
 	for _, w := range cfg.Workloads {
 		if err := b.renew(ctx); err != nil {
 			return err

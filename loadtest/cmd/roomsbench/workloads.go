@@ -24,8 +24,11 @@ type bench struct {
 	all     []*gen.User // every cached user (saved back after renewals)
 	users   []*gen.User // the ones this run uses
 	sampler *procstat.Sampler
-	out     io.Writer
-	run     string // run id carried by every payload of this run
+	// self measures the generator process itself (group "generator"),
+	// apart from the servers: its CPU and read and write calls per step.
+	self *procstat.Sampler
+	out  io.Writer
+	run  string // run id carried by every payload of this run
 }
 
 // roomSet is a workload's rooms with their checkers and clients.
@@ -137,8 +140,7 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 		stagesBefore, stagesErr = stages.Scrape(ctx, b.cfg.StageTargets)
 	}
 	b.sampler.Begin()
-	genStart := selfCPU()
-	genIOStart, genIOErr := procstat.ReadIO(os.Getpid())
+	b.self.Begin()
 	tt := gen.NewTimetable(time.Now().Add(20*time.Millisecond), st.rate, st.length)
 	var side sync.WaitGroup
 	if st.during != nil {
@@ -160,8 +162,7 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 		time.Sleep(50 * time.Millisecond)
 	}
 	usage := b.sampler.End()
-	genCPU := selfCPU() - genStart
-	genIOEnd, genIOEndErr := procstat.ReadIO(os.Getpid())
+	genUsage := b.self.End()[selfGroup]
 	var stageSummary map[string]stages.Stage
 	if len(b.cfg.StageTargets) > 0 && stagesErr == nil {
 		var after stages.Snapshot
@@ -203,10 +204,8 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 			s.CPUPerDeliveryByProcess[name] = u.CPUSeconds * 1e6 / float64(s.Delivered)
 		}
 	}
-	s.GeneratorCPU = genCPU.Seconds()
-	if genIOErr == nil && genIOEndErr == nil {
-		s.GeneratorIO = &procstat.IOCalls{Reads: genIOEnd.Reads - genIOStart.Reads, Writes: genIOEnd.Writes - genIOStart.Writes}
-	}
+	s.GeneratorCPU = genUsage.CPUSeconds
+	s.GeneratorIO = genUsage.IO
 	if s.Delivered > 0 {
 		s.CPUPerDelivery = s.ServerCPU * 1e6 / float64(s.Delivered)
 		s.GeneratorCPUPerDelivery = s.GeneratorCPU * 1e6 / float64(s.Delivered)
@@ -557,12 +556,11 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// selfCPU is the generator process's own CPU time so far (0 if /proc cannot
-// be read).
-func selfCPU() time.Duration {
-	u, err := procstat.Read(os.Getpid())
-	if err != nil {
-		return 0
-	}
-	return u.CPU
+// selfGroup is the name of the generator's own group in bench.self.
+const selfGroup = "generator"
+
+// newSelfSampler returns a sampler of the generator process alone. Only
+// its Begin and End are used (no RSS loop).
+func newSelfSampler() *procstat.Sampler {
+	return procstat.NewSampler([]procstat.Group{{Name: selfGroup, PIDs: []int{os.Getpid()}}}, time.Second)
 }
