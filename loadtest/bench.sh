@@ -57,8 +57,8 @@ full)
 	echo "bench: one loopback write costs ${wire:-?} CPU-µs here (loadtest/cmd/wirecost)"
 	# What one process waking another and being woken back costs, on one
 	# CPU and across two: every message crosses five processes, and on
-	# machine L (docs/performance.md) a round trip across CPUs cost two to
-	# three times one on a single CPU. About 10 s.
+	# machines L and M (docs/performance.md) a round trip across CPUs cost
+	# two to four times one on a single CPU. 6-10 s.
 	wake=$(.run/bin/wirecost -wakeups 100000 || true)
 	wake_same=$(echo "$wake" | sed -n 's/^wake-up round trip, same CPU: .* (CPU \([0-9.]*\) µs)$/\1/p')
 	wake_across=$(echo "$wake" | sed -n 's/^wake-up round trip, across CPUs: .* (CPU \([0-9.]*\) µs)$/\1/p')
