@@ -16,8 +16,14 @@
 // several processes, each crossing a wake-up of this kind, and on some
 // virtual machines a wake-up costs several times what it does on others.
 //
+// With -empty-reads N it measures what a read of an empty socket costs:
+// N reads of a non-blocking loopback socket with nothing to read, each
+// answered EAGAIN. A Go reader makes one after every frame it reads, as
+// the poller looks once more before the goroutine parks.
+//
 //	go run ./loadtest/cmd/wirecost -conns 1000 -rate 10000 -size 160
 //	go run ./loadtest/cmd/wirecost -wakeups 100000
+//	go run ./loadtest/cmd/wirecost -empty-reads 1000000
 package main
 
 import (
@@ -44,6 +50,7 @@ func main() {
 	read := flag.String("read", "", "internal: run as the reader, accepting on this address")
 	wakeups := flag.Int("wakeups", 0, "measure the wake-up round trip between two processes instead, over this many round trips")
 	pong := flag.Int("pong", -1, "internal: run as the other side of -wakeups on this CPU, on fds 3 (read) and 4 (write)")
+	emptyReads := flag.Int("empty-reads", 0, "measure a read of an empty socket instead (EAGAIN), over this many reads")
 	flag.Parse()
 	if *read != "" {
 		reader(*read)
@@ -51,6 +58,15 @@ func main() {
 	}
 	if *pong >= 0 {
 		os.Exit(ponger(*pong, 3, 4))
+	}
+	if *emptyReads > 0 {
+		us, err := emptyReadCost(*emptyReads)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "wirecost:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("read of an empty socket: %.3f CPU-µs\n", us)
+		return
 	}
 	if *wakeups > 0 {
 		if err := wakeupCost(*wakeups); err != nil {
@@ -336,6 +352,75 @@ func pin(cpu int) error {
 
 // rusageThread is Linux's RUSAGE_THREAD, which package syscall lacks.
 const rusageThread = 1
+
+// emptyReadCost opens a loopback connection that carries nothing and
+// returns the CPU-µs (user + system) of one read of it, over n reads from
+// one locked thread.
+func emptyReadCost(n int) (float64, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	peer, ok := <-accepted
+	if !ok {
+		return 0, fmt.Errorf("accept on %s failed", ln.Addr())
+	}
+	defer peer.Close()
+	return emptyReads(c.(*net.TCPConn), n)
+}
+
+// emptyReads reads c n times from one locked thread, each read expected
+// to find nothing (EAGAIN; a Go socket is non-blocking), and returns the
+// thread's CPU-µs per read. A read that finds data or fails otherwise is
+// an error: then what was timed was not an empty read.
+func emptyReads(c *net.TCPConn, n int) (float64, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var buf [4096]byte
+	var cpu float64
+	var readErr error
+	err = raw.Control(func(fd uintptr) {
+		// The kernel brings a running thread's CPU time up to date only at
+		// a tick or when the thread stops running: a short sleep before
+		// each reading makes both exact.
+		time.Sleep(time.Millisecond)
+		start := threadCPUSeconds()
+		for i := range n {
+			if got, err := syscall.Read(int(fd), buf[:]); err != syscall.EAGAIN {
+				readErr = fmt.Errorf("read %d of an empty socket: %d bytes, %v (want EAGAIN)", i+1, got, err)
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+		cpu = threadCPUSeconds() - start
+	})
+	if err != nil {
+		return 0, err
+	}
+	if readErr != nil {
+		return 0, readErr
+	}
+	return cpu * 1e6 / float64(n), nil
+}
 
 // threadCPUSeconds is the calling thread's CPU time: with the goroutine
 // locked to its thread, what the wake-ups cost it, without the runtime's

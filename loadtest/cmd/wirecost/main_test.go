@@ -1,10 +1,12 @@
 package main
 
 import (
+	"net"
 	"os"
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // TestMain lets the test binary play the child that pinger starts
@@ -61,5 +63,51 @@ func TestPingerReportsAChildThatCannotPin(t *testing.T) {
 	// 1, and pinger says so instead of timing a round trip that never came.
 	if _, _, err := pinger(10, 0, 1000); err == nil {
 		t.Fatal("pinger with the child on CPU 1000: no error")
+	}
+}
+
+func TestEmptyReads(t *testing.T) {
+	us, err := emptyReadCost(2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each read is a system call, so 2000 of them take some CPU; 0 would
+	// mean they were not made.
+	if us <= 0 {
+		t.Fatalf("%.3f CPU-µs per empty read: want above 0", us)
+	}
+}
+
+func TestEmptyReadsRefuseASocketWithData(t *testing.T) {
+	// The same loop on a socket the other side wrote to: the first read
+	// finds data, and the measure must say so rather than time it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("frame"))
+		<-done
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Wait for the bytes by reading the first one; four stay for the loop.
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := emptyReads(c.(*net.TCPConn), 10); err == nil {
+		t.Fatal("empty reads of a socket with 4 bytes waiting: no error")
 	}
 }
