@@ -115,6 +115,9 @@ func stepOutcome(s report.Step) string {
 	if !s.Valid {
 		out += fmt.Sprintf(", generator behind (send lag p99 %.1f ms)", s.SendLag.P99)
 	}
+	if s.Machine != nil {
+		out += fmt.Sprintf(", machine %.0f %% busy", s.Machine.BusyPercent)
+	}
 	if s.Check.Broken() {
 		out += fmt.Sprintf(", lost %d, duplicated %d, reordered %d, seq gaps %d", s.Check.Lost, s.Check.Dups, s.Check.Reorders, s.Check.SeqGaps)
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"rooms/loadtest/internal/check"
+	"rooms/loadtest/internal/procstat"
 	"rooms/loadtest/internal/report"
 	"rooms/loadtest/internal/stages"
 )
@@ -135,5 +136,13 @@ func TestJudgeNamesWhatHeldAStepUp(t *testing.T) {
 	// Without slow commits the outcome says nothing of them.
 	if got := stepOutcome(r.Workloads[1].Steps[0]); got != "p99 25.9 ms" {
 		t.Errorf("fanout outcome %q, want %q", got, "p99 25.9 ms")
+	}
+	// A step that measured the machine says how busy it was, after the
+	// generator's lag.
+	st := chat[2]
+	st.Valid, st.SendLag.P99 = false, 14.0
+	st.Machine = &procstat.MachineUsage{BusyPercent: 96.4}
+	if got, want := stepOutcome(st), "p99 120.0 ms, generator behind (send lag p99 14.0 ms), machine 96 % busy, 3 commits over 100 ms"; got != want {
+		t.Errorf("outcome %q, want %q", got, want)
 	}
 }

@@ -141,6 +141,7 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 	}
 	b.sampler.Begin()
 	b.self.Begin()
+	machineBefore, machineErr := procstat.ReadMachine()
 	tt := gen.NewTimetable(time.Now().Add(20*time.Millisecond), st.rate, st.length)
 	var side sync.WaitGroup
 	if st.during != nil {
@@ -163,6 +164,7 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 	}
 	usage := b.sampler.End()
 	genUsage := b.self.End()[selfGroup]
+	machineAfter, machineAfterErr := procstat.ReadMachine()
 	var stageSummary map[string]stages.Stage
 	if len(b.cfg.StageTargets) > 0 && stagesErr == nil {
 		var after stages.Snapshot
@@ -206,6 +208,11 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 	}
 	s.GeneratorCPU = genUsage.CPUSeconds
 	s.GeneratorIO = genUsage.IO
+	if machineErr == nil && machineAfterErr == nil {
+		if u, ok := machineAfter.Since(machineBefore); ok {
+			s.Machine = &u
+		}
+	}
 	if s.Delivered > 0 {
 		s.CPUPerDelivery = s.ServerCPU * 1e6 / float64(s.Delivered)
 		s.GeneratorCPUPerDelivery = s.GeneratorCPU * 1e6 / float64(s.Delivered)
@@ -226,8 +233,8 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 	}
 	s.Held = !st.warmup && len(why) == 0
 	s.Note = strings.Join(why, "; ")
-	fmt.Fprintf(b.out, "  step %-8s pub %6.0f/s deliv %7.0f/s ratio %.4f e2e p50 %6.1f p99 %7.1f ms ack p99 %6.1f ms lag p99 %5.1f ms cpu %5.1f µs/msg %s\n",
-		s.Name, s.Published, s.DeliveredRate, s.DeliveryRatio, s.E2E.P50, s.E2E.P99, s.Ack.P99, s.SendLag.P99, s.CPUPerDelivery, s.Note)
+	fmt.Fprintf(b.out, "  step %-8s pub %6.0f/s deliv %7.0f/s ratio %.4f e2e p50 %6.1f p99 %7.1f ms ack p99 %6.1f ms lag p99 %5.1f ms cpu %5.1f µs/msg machine %s %% busy %s\n",
+		s.Name, s.Published, s.DeliveredRate, s.DeliveryRatio, s.E2E.P50, s.E2E.P99, s.Ack.P99, s.SendLag.P99, s.CPUPerDelivery, s.BusyPercent(), s.Note)
 	if line := stages.Line(s.Stages); line != "" {
 		fmt.Fprintf(b.out, "           %s\n", line)
 	}

@@ -432,3 +432,70 @@ func (s *Sampler) RSS() map[string]int64 {
 	}
 	return out
 }
+
+// MachineCPU is the whole machine's CPU time so far, from the first line
+// of /proc/stat, in clock ticks summed over its CPUs.
+type MachineCPU struct {
+	// Total is every state but the guest ones (already in user and nice).
+	Total uint64
+	// Idle is idle plus iowait: time a CPU had nothing to run.
+	Idle uint64
+	// Steal is time the hypervisor gave a vCPU's turn to someone else.
+	Steal uint64
+}
+
+// MachineUsage is how busy the machine's CPUs were over an interval, in
+// percent of all their time: Busy counts every state but idle, iowait and
+// steal, so 100 means no CPU had a moment to spare.
+type MachineUsage struct {
+	BusyPercent  float64 `json:"busy_percent"`
+	StealPercent float64 `json:"steal_percent"`
+}
+
+// ReadMachine reads the machine's CPU time so far.
+func ReadMachine() (MachineCPU, error) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return MachineCPU{}, err
+	}
+	return ParseMachine(raw)
+}
+
+// ParseMachine parses the aggregate "cpu" line of /proc/stat: user nice
+// system idle iowait irq softirq steal [guest guest_nice].
+func ParseMachine(raw []byte) (MachineCPU, error) {
+	line, _, _ := bytes.Cut(raw, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return MachineCPU{}, fmt.Errorf("malformed /proc/stat: first line %.80q", line)
+	}
+	var v [8]uint64
+	for i := range v {
+		n, err := strconv.ParseUint(f[i+1], 10, 64)
+		if err != nil {
+			return MachineCPU{}, fmt.Errorf("malformed /proc/stat: field %d of %.80q: %w", i+1, line, err)
+		}
+		v[i] = n
+	}
+	var m MachineCPU
+	for _, n := range v {
+		m.Total += n
+	}
+	m.Idle, m.Steal = v[3]+v[4], v[7]
+	return m, nil
+}
+
+// Since returns how busy the machine was between before and m; ok is
+// false when no time passed between the two readings.
+func (m MachineCPU) Since(before MachineCPU) (u MachineUsage, ok bool) {
+	if m.Total <= before.Total {
+		return MachineUsage{}, false
+	}
+	total := float64(m.Total - before.Total)
+	idle := float64(m.Idle - before.Idle)
+	steal := float64(m.Steal - before.Steal)
+	return MachineUsage{
+		BusyPercent:  max(0, 100*(total-idle-steal)/total),
+		StealPercent: 100 * steal / total,
+	}, true
+}

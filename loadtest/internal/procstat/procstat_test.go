@@ -50,6 +50,66 @@ func TestParseIO(t *testing.T) {
 	}
 }
 
+func TestParseMachine(t *testing.T) {
+	// A real first line (two guest fields, already counted in user and
+	// nice, so left out of the total), then the per-CPU lines.
+	raw := "cpu  1000 20 300 5000 40 6 7 80 11 0\ncpu0 500 10 150 2500 20 3 3 40 5 0\nintr 123\n"
+	got, err := procstat.ParseMachine([]byte(raw))
+	want := procstat.MachineCPU{Total: 1000 + 20 + 300 + 5000 + 40 + 6 + 7 + 80, Idle: 5000 + 40, Steal: 80}
+	if err != nil || got != want {
+		t.Fatalf("ParseMachine = %+v, %v; want %+v", got, err, want)
+	}
+	for _, bad := range []string{"", "intr 1 2 3\n", "cpu  1 2 3\n", "cpu  1 2 3 x 5 6 7 8\n"} {
+		if _, err := procstat.ParseMachine([]byte(bad)); err == nil {
+			t.Errorf("ParseMachine(%q): no error", bad)
+		}
+	}
+}
+
+func TestMachineSince(t *testing.T) {
+	before := procstat.MachineCPU{Total: 1000, Idle: 600, Steal: 10}
+	// 400 ticks pass: 100 idle or waiting, 20 stolen, 280 busy.
+	after := procstat.MachineCPU{Total: 1400, Idle: 700, Steal: 30}
+	u, ok := after.Since(before)
+	if !ok || u.BusyPercent != 70 || u.StealPercent != 5 {
+		t.Fatalf("Since = %+v, %v; want 70 %% busy, 5 %% steal", u, ok)
+	}
+	if _, ok := before.Since(before); ok {
+		t.Fatal("Since with no time between the readings: ok")
+	}
+}
+
+func TestReadMachineSeesABusyCPU(t *testing.T) {
+	// One goroutine spins for 300 ms on a locked thread: one CPU of
+	// NumCPU fully busy, so the machine is at least 1/NumCPU busy, more
+	// with whatever else runs. Half of that leaves room for the kernel's
+	// tick-based accounting.
+	before, err := procstat.ReadMachine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		}
+		close(done)
+	}()
+	<-done
+	after, err := procstat.ReadMachine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, ok := after.Since(before)
+	if !ok {
+		t.Fatalf("no CPU time passed between %+v and %+v", before, after)
+	}
+	if floor := 50.0 / float64(runtime.NumCPU()); u.BusyPercent < floor || u.BusyPercent > 100 {
+		t.Fatalf("machine %.1f %% busy while one of %d CPUs spun: want %.1f to 100", u.BusyPercent, runtime.NumCPU(), floor)
+	}
+}
+
 func TestParseRSS(t *testing.T) {
 	status := "Name:\tgateway\nVmPeak:\t  9000 kB\nVmRSS:\t    2048 kB\nThreads:\t7\n"
 	if got := procstat.ParseRSS([]byte(status)); got != 2048<<10 {

@@ -60,6 +60,10 @@ type Step struct {
 	// the same interval (its sampling of /proc included); nil when
 	// /proc/self/io could not be read.
 	GeneratorIO *procstat.IOCalls `json:"generator_io_calls,omitempty"`
+	// Machine is how busy the whole machine's CPUs were over the step
+	// (/proc/stat): near 100 % the generator and the servers wait for a
+	// CPU, whatever the code does. nil when /proc/stat could not be read.
+	Machine *procstat.MachineUsage `json:"machine,omitempty"`
 }
 
 // Workload is the result of one workload.
@@ -169,12 +173,12 @@ func (r *Result) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "\n== %s (%s)\n", wl.Name, wl.Shape)
 		if len(wl.Steps) > 0 {
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "step\tpub/s\tdeliv/s\tratio\tlost\tdup\treord\tgaps\tack p50\tack p99\te2e p50\tp90\tp99\tp99.9\tmax\tlag p99\tcpu µs/msg\tgen µs/msg\tvalid\theld\t")
+			fmt.Fprintln(tw, "step\tpub/s\tdeliv/s\tratio\tlost\tdup\treord\tgaps\tack p50\tack p99\te2e p50\tp90\tp99\tp99.9\tmax\tlag p99\tcpu µs/msg\tgen µs/msg\tbusy %\tvalid\theld\t")
 			for _, s := range wl.Steps {
-				fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.4f\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%v\t%v\t\n",
+				fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.4f\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%s\t%v\t%v\t\n",
 					s.Name, s.Published, s.DeliveredRate, s.DeliveryRatio, s.Check.Lost, s.Check.Dups, s.Check.Reorders, s.Check.SeqGaps,
 					ms(s.Ack.P50), ms(s.Ack.P99), ms(s.E2E.P50), ms(s.E2E.P90), ms(s.E2E.P99), ms(s.E2E.P999), ms(s.E2E.Max),
-					ms(s.SendLag.P99), s.CPUPerDelivery, s.GeneratorCPUPerDelivery, s.Valid, s.Held)
+					ms(s.SendLag.P99), s.CPUPerDelivery, s.GeneratorCPUPerDelivery, s.BusyPercent(), s.Valid, s.Held)
 			}
 			tw.Flush()
 			last := wl.Steps[len(wl.Steps)-1]
@@ -247,6 +251,15 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// BusyPercent is the machine's busy share over the step for the table
+// ("-" when it was not measured).
+func (s Step) BusyPercent() string {
+	if s.Machine == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", s.Machine.BusyPercent)
 }
 
 // IOLine shows the read and write calls of each process in step s per

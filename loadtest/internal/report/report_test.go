@@ -61,7 +61,9 @@ func TestResultOutputs(t *testing.T) {
 		Workloads: []report.Workload{{
 			Name: "chat", Shape: "s",
 			Steps: []report.Step{{Name: "100", TargetRate: 100, Held: true, Valid: true,
-				Stages: map[string]stages.Stage{"commit": {Count: 10, P50: 3, P99: 120, Over50ms: 1, Over100ms: 1}}}},
+				Stages:  map[string]stages.Stage{"commit": {Count: 10, P50: 3, P99: 120, Over50ms: 1, Over100ms: 1}},
+				Machine: &procstat.MachineUsage{BusyPercent: 96.4, StealPercent: 0.5}},
+				{Name: "200", TargetRate: 200}},
 			Totals: check.Totals{Lost: 1}, Failed: true, Problems: []string{"1 lost"},
 		}},
 	}
@@ -71,6 +73,21 @@ func TestResultOutputs(t *testing.T) {
 		!strings.Contains(buf.String(), "loopback write 7.06 µs, wake-up round trip 15.8 µs on one CPU, 40.8 across two") ||
 		!strings.Contains(buf.String(), "step 100 stages p50/p99 ms: commit 3.0/120.0 (1>100ms)") {
 		t.Fatalf("table:\n%s", buf.String())
+	}
+	// The machine's busy share has a column; a step without it shows "-".
+	var header string
+	busy := map[string]string{}
+	for line := range strings.SplitSeq(buf.String(), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "step" && strings.Contains(line, "busy %"):
+			header = line
+		case header != "" && len(f) > 3 && (f[0] == "100" || f[0] == "200"):
+			busy[f[0]] = f[len(f)-3]
+		}
+	}
+	if header == "" || busy["100"] != "96" || busy["200"] != "-" {
+		t.Fatalf("busy %% column: header %q, values %v in\n%s", header, busy, buf.String())
 	}
 	if !res.Failed() {
 		t.Fatal("Failed() = false")
@@ -88,7 +105,9 @@ func TestResultOutputs(t *testing.T) {
 	}
 	var back report.Result
 	if err := json.Unmarshal(raw, &back); err != nil || back.Workloads[0].Totals.Lost != 1 || back.Host.LoopbackWriteUS != 7.06 ||
-		back.Host.WakeupAcrossCPUsUS != 40.77 {
+		back.Host.WakeupAcrossCPUsUS != 40.77 ||
+		back.Workloads[0].Steps[0].Machine == nil || *back.Workloads[0].Steps[0].Machine != (procstat.MachineUsage{BusyPercent: 96.4, StealPercent: 0.5}) ||
+		back.Workloads[0].Steps[1].Machine != nil {
 		t.Fatalf("round trip: %v %+v", err, back)
 	}
 }
