@@ -52,6 +52,11 @@ func main() {
 	pong := flag.Int("pong", -1, "internal: run as the other side of -wakeups on this CPU, on fds 3 (read) and 4 (write)")
 	emptyReads := flag.Int("empty-reads", 0, "measure a read of an empty socket instead (EAGAIN), over this many reads")
 	flag.Parse()
+	if err := checkFlags(*conns, *rate, *size, *duration, *wakeups, *emptyReads); err != nil {
+		fmt.Fprintln(os.Stderr, "wirecost:", err)
+		flag.Usage()
+		os.Exit(2)
+	}
 	if *read != "" {
 		reader(*read)
 		return
@@ -79,6 +84,28 @@ func main() {
 		fmt.Fprintln(os.Stderr, "wirecost:", err)
 		os.Exit(1)
 	}
+}
+
+// checkFlags refuses values no measure can use, and -wakeups with
+// -empty-reads (each replaces the write measure, so only one can run).
+func checkFlags(conns, rate, size int, d time.Duration, wakeups, emptyReads int) error {
+	switch {
+	case conns <= 0:
+		return fmt.Errorf("-conns %d: want at least 1", conns)
+	case rate <= 0:
+		return fmt.Errorf("-rate %d: want at least 1 write per second", rate)
+	case size <= 0:
+		return fmt.Errorf("-size %d: want at least 1 byte", size)
+	case d <= 0:
+		return fmt.Errorf("-duration %v: want more than 0", d)
+	case wakeups < 0:
+		return fmt.Errorf("-wakeups %d: want a number of round trips, or 0 for none", wakeups)
+	case emptyReads < 0:
+		return fmt.Errorf("-empty-reads %d: want a number of reads, or 0 for none", emptyReads)
+	case wakeups > 0 && emptyReads > 0:
+		return fmt.Errorf("-wakeups and -empty-reads are two measures: give one")
+	}
+	return nil
 }
 
 // reader accepts connections and discards what they carry until stdin

@@ -111,3 +111,31 @@ func TestEmptyReadsRefuseASocketWithData(t *testing.T) {
 		t.Fatal("empty reads of a socket with 4 bytes waiting: no error")
 	}
 }
+
+func TestCheckFlags(t *testing.T) {
+	// The defaults, and each measure on its own, are accepted.
+	for _, ok := range [][2]int{{0, 0}, {100000, 0}, {0, 1000000}} {
+		if err := checkFlags(1000, 10000, 160, 10*time.Second, ok[0], ok[1]); err != nil {
+			t.Errorf("-wakeups %d -empty-reads %d: %v", ok[0], ok[1], err)
+		}
+	}
+	bad := []struct {
+		name                string
+		conns, rate, size   int
+		d                   time.Duration
+		wakeups, emptyReads int
+	}{
+		{"no connections", 0, 10000, 160, time.Second, 0, 0},
+		{"negative rate", 1000, -1, 160, time.Second, 0, 0},
+		{"empty frames", 1000, 10000, 0, time.Second, 0, 0},
+		{"no duration", 1000, 10000, 160, 0, 0, 0},
+		{"negative wake-ups", 1000, 10000, 160, time.Second, -5, 0},
+		{"negative empty reads", 1000, 10000, 160, time.Second, 0, -1},
+		{"both measures", 1000, 10000, 160, time.Second, 10, 10},
+	}
+	for _, c := range bad {
+		if err := checkFlags(c.conns, c.rate, c.size, c.d, c.wakeups, c.emptyReads); err == nil {
+			t.Errorf("%s: accepted", c.name)
+		}
+	}
+}

@@ -486,16 +486,27 @@ func ParseMachine(raw []byte) (MachineCPU, error) {
 }
 
 // Since returns how busy the machine was between before and m; ok is
-// false when no time passed between the two readings.
+// false when no time passed between the two readings. The kernel does not
+// promise that every field only grows (iowait, part of Idle, can step
+// back on an idle CPU), so a field that shrank counts as zero and the
+// shares stay within 0 and 100.
 func (m MachineCPU) Since(before MachineCPU) (u MachineUsage, ok bool) {
 	if m.Total <= before.Total {
 		return MachineUsage{}, false
 	}
 	total := float64(m.Total - before.Total)
-	idle := float64(m.Idle - before.Idle)
-	steal := float64(m.Steal - before.Steal)
+	idle := float64(grown(before.Idle, m.Idle))
+	steal := float64(grown(before.Steal, m.Steal))
 	return MachineUsage{
-		BusyPercent:  max(0, 100*(total-idle-steal)/total),
-		StealPercent: 100 * steal / total,
+		BusyPercent:  min(100, max(0, 100*(total-idle-steal)/total)),
+		StealPercent: min(100, 100*steal/total),
 	}, true
+}
+
+// grown is after-before for a counter, or 0 when it went back.
+func grown(before, after uint64) uint64 {
+	if after < before {
+		return 0
+	}
+	return after - before
 }

@@ -77,6 +77,17 @@ func TestMachineSince(t *testing.T) {
 	if _, ok := before.Since(before); ok {
 		t.Fatal("Since with no time between the readings: ok")
 	}
+	// iowait (in Idle) stepped back by 50 ticks while 400 passed, 300 of
+	// them busy: the idle share counts as none, never as a wrapped counter.
+	back := procstat.MachineCPU{Total: 1400, Idle: 550, Steal: 10}
+	if u, ok := back.Since(before); !ok || u.BusyPercent != 100 || u.StealPercent != 0 {
+		t.Fatalf("Since with Idle gone back = %+v, %v; want 100 %% busy, 0 %% steal", u, ok)
+	}
+	// Steal gone back counts as no steal, not as a wrapped counter.
+	stealBack := procstat.MachineCPU{Total: 1400, Idle: 800, Steal: 5}
+	if u, ok := stealBack.Since(before); !ok || u.BusyPercent != 50 || u.StealPercent != 0 {
+		t.Fatalf("Since with Steal gone back = %+v, %v; want 50 %% busy, 0 %% steal", u, ok)
+	}
 }
 
 func TestReadMachineSeesABusyCPU(t *testing.T) {
