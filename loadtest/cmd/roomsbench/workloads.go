@@ -208,6 +208,7 @@ func (b *bench) runStep(ctx context.Context, rs *roomSet, st stepRun, before che
 	}
 	s.GeneratorCPU = genUsage.CPUSeconds
 	s.GeneratorIO = genUsage.IO
+	s.GeneratorSwitches = genUsage.Switches
 	if machineErr == nil && machineAfterErr == nil {
 		if u, ok := machineAfter.Since(machineBefore); ok {
 			s.Machine = &u

@@ -293,6 +293,13 @@ type Usage struct {
 	// switches) over the interval: in a Go server under load, the
 	// runtime's sysmon, which need not be among the busiest.
 	MostSwitches *ThreadFigure `json:"most_switches_thread,omitempty"`
+	// Switches are the voluntary context switches of all the group's
+	// threads over the interval: each a wake-up after the thread waited
+	// for a socket, a lock or a timer. Every hop of a message between
+	// processes costs at least one. Threads that ended during the interval
+	// are missing from it (Go's and librdkafka's threads live as long as
+	// their process); 0 when no thread could be read.
+	Switches int64 `json:"voluntary_switches,omitempty"`
 	// IO is the read and write calls the group made over the interval
 	// (see IOCalls for which calls count); nil when /proc/<pid>/io could
 	// not be read at both ends. For a group whose processes come and go
@@ -316,25 +323,25 @@ type ThreadFigure struct {
 }
 
 // threadFigures turns the threads' use into the figures a Usage keeps:
-// the busiest threads, and the one with the most switches (nil when none
-// switched).
-func threadFigures(before, after map[int]Thread) ([]ThreadFigure, *ThreadFigure) {
+// the busiest threads, the one with the most switches (nil when none
+// switched), and the switches of all of them.
+func threadFigures(before, after map[int]Thread) (busiest []ThreadFigure, most *ThreadFigure, switches int64) {
 	used := ThreadsUsed(before, after)
 	fig := func(t ThreadUse) ThreadFigure {
 		return ThreadFigure{Name: t.Name, CPUSeconds: t.CPUUsed.Seconds(), Switches: t.Switches}
 	}
-	busiest := make([]ThreadFigure, 0, min(len(used), BusiestThreads))
+	busiest = make([]ThreadFigure, 0, min(len(used), BusiestThreads))
 	for _, t := range used[:min(len(used), BusiestThreads)] {
 		busiest = append(busiest, fig(t))
 	}
-	var most *ThreadFigure
 	for _, t := range used { // busiest first: of equal switches, the busier wins
+		switches += t.Switches
 		if t.Switches > 0 && (most == nil || t.Switches > most.Switches) {
 			f := fig(t)
 			most = &f
 		}
 	}
-	return busiest, most
+	return busiest, most, switches
 }
 
 // Threads reads every thread of the group's processes now (see
@@ -407,13 +414,14 @@ func (s *Sampler) End() map[string]Usage {
 		r := g.readAll()
 		s.mu.Lock()
 		st := s.start[g.Name]
-		busiest, most := threadFigures(st.threads, r.threads)
+		busiest, most, switches := threadFigures(st.threads, r.threads)
 		u := Usage{
 			CPUSeconds:   max(0, (r.CPU - st.CPU).Seconds()),
 			PeakRSS:      max(s.peak[g.Name], r.RSS),
 			EndRSS:       r.RSS,
 			Threads:      busiest,
 			MostSwitches: most,
+			Switches:     switches,
 		}
 		if st.ioOK && r.ioOK {
 			u.IO = &IOCalls{Reads: max(0, r.io.Reads-st.io.Reads), Writes: max(0, r.io.Writes-st.io.Writes)}

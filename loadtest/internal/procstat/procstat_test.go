@@ -181,6 +181,15 @@ func TestReadSelfAndSampler(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// 200 sleeps of a locked thread: each parks the thread in the kernel
+	// until its timer fires, one voluntary switch.
+	func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for range 200 {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
 	u := smp.End()["self"]
 	if u.CPUSeconds < 0.05 || u.PeakRSS <= 0 {
 		t.Fatalf("usage = %+v", u)
@@ -209,6 +218,11 @@ func TestReadSelfAndSampler(t *testing.T) {
 		if th.Switches > u.MostSwitches.Switches {
 			t.Fatalf("thread %+v switched more than the most switching one %+v", th, *u.MostSwitches)
 		}
+	}
+	// All threads' switches: the sleeps above and at least those of the
+	// most switching thread.
+	if u.Switches < 200 || u.Switches < u.MostSwitches.Switches {
+		t.Fatalf("switches of all threads = %d, want at least 200 and at least the most switching thread's %d", u.Switches, u.MostSwitches.Switches)
 	}
 	found := false
 	for _, g := range procstat.StackGroups(dir) {

@@ -60,6 +60,9 @@ type Step struct {
 	// the same interval (its sampling of /proc included); nil when
 	// /proc/self/io could not be read.
 	GeneratorIO *procstat.IOCalls `json:"generator_io_calls,omitempty"`
+	// GeneratorSwitches are the voluntary context switches of all the
+	// load generator's threads over the same interval (0: not measured).
+	GeneratorSwitches int64 `json:"generator_voluntary_switches,omitempty"`
 	// Machine is how busy the whole machine's CPUs were over the step
 	// (/proc/stat): near 100 % the generator and the servers wait for a
 	// CPU, whatever the code does. nil when /proc/stat could not be read.
@@ -195,6 +198,9 @@ func (r *Result) WriteTable(w io.Writer) {
 				if line := IOLine(last); line != "" {
 					fmt.Fprintln(w, line)
 				}
+				if line := SwitchesLine(last); line != "" {
+					fmt.Fprintln(w, line)
+				}
 			}
 			for _, st := range wl.Steps {
 				if line := stages.Line(st.Stages); line != "" {
@@ -288,6 +294,38 @@ func IOLine(s Step) string {
 		return ""
 	}
 	return fmt.Sprintf("read/write calls per delivered in step %s (/proc/<pid>/io: read(2) and write(2), not send or recv):%s", s.Name, b.String())
+}
+
+// SwitchesLine shows the wake-ups of each process in step s per delivered
+// message (procstat.Usage.Switches: the voluntary context switches of all
+// its threads), the servers' together, and the generator's, or "" when the
+// step has no such figures. Each hop of a message between processes is at
+// least one wake-up, and on a machine where a wake-up is dear they, not
+// the work in between, decide the CPU per delivery ("Machine L" in
+// docs/performance.md).
+func SwitchesLine(s Step) string {
+	if s.Delivered == 0 {
+		return ""
+	}
+	d := float64(s.Delivered)
+	var b strings.Builder
+	var servers int64
+	for _, name := range sortedKeys(s.Processes) {
+		n := s.Processes[name].Switches
+		if n == 0 {
+			continue
+		}
+		servers += n
+		fmt.Fprintf(&b, "  %s %.2f", name, float64(n)/d)
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	fmt.Fprintf(&b, "  servers %.2f", float64(servers)/d)
+	if n := s.GeneratorSwitches; n > 0 {
+		fmt.Fprintf(&b, "  (generator %.2f)", float64(n)/d)
+	}
+	return fmt.Sprintf("wake-ups per delivered in step %s (voluntary context switches of all threads):%s", s.Name, b.String())
 }
 
 // ThreadsLine shows the busiest threads of each process in step s, each as

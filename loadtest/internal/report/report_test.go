@@ -157,6 +157,47 @@ func TestIOLine(t *testing.T) {
 	}
 }
 
+// The wake-ups of a step are shown per process, for the servers together
+// and for the generator per delivered message; processes without the
+// figure are left out.
+func TestSwitchesLine(t *testing.T) {
+	s := report.Step{Name: "2000", Delivered: 100_000, DurationSeconds: 10,
+		Processes: map[string]procstat.Usage{
+			"gateway-1": {CPUSeconds: 2, Switches: 52_000},
+			"worker-1":  {CPUSeconds: 1, Switches: 31_000},
+			"nginx":     {CPUSeconds: 0},
+		},
+		GeneratorSwitches: 110_000}
+	want := "wake-ups per delivered in step 2000 (voluntary context switches of all threads):" +
+		"  gateway-1 0.52  worker-1 0.31  servers 0.83  (generator 1.10)"
+	if got := report.SwitchesLine(s); got != want {
+		t.Errorf("SwitchesLine:\n got %q\nwant %q", got, want)
+	}
+	var buf bytes.Buffer
+	(&report.Result{Workloads: []report.Workload{{Name: "chat", Steps: []report.Step{s}}}}).WriteTable(&buf)
+	if !strings.Contains(buf.String(), want+"\n") {
+		t.Errorf("table has no wake-ups line:\n%s", buf.String())
+	}
+	raw, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back report.Step
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Processes["gateway-1"].Switches != 52_000 || back.GeneratorSwitches != 110_000 {
+		t.Errorf("switches after a JSON round trip: gateway-1 %d, generator %d", back.Processes["gateway-1"].Switches, back.GeneratorSwitches)
+	}
+	if got := report.SwitchesLine(report.Step{Name: "x", Processes: s.Processes}); got != "" {
+		t.Errorf("a step without deliveries: %q", got)
+	}
+	noFigures := report.Step{Name: "x", Delivered: 10, Processes: map[string]procstat.Usage{"nginx": {}}, GeneratorSwitches: 5}
+	if got := report.SwitchesLine(noFigures); got != "" {
+		t.Errorf("a step without the servers' figures: %q", got)
+	}
+}
+
 // The busiest threads of a step are shown per process as CPU-µs per
 // delivered message and switches a second; idle threads are left out.
 func TestThreadsLine(t *testing.T) {
