@@ -295,10 +295,11 @@ type Usage struct {
 	MostSwitches *ThreadFigure `json:"most_switches_thread,omitempty"`
 	// Switches are the voluntary context switches of all the group's
 	// threads over the interval: each a wake-up after the thread waited
-	// for a socket, a lock or a timer. Every hop of a message between
-	// processes costs at least one. Threads that ended during the interval
-	// are missing from it (Go's and librdkafka's threads live as long as
-	// their process); 0 when no thread could be read.
+	// for a socket, a lock or a timer; a message crossing to another
+	// process costs one when the thread taking it was waiting. Threads
+	// that ended during the interval are missing from it (Go's and
+	// librdkafka's threads live as long as their process); 0 when no
+	// thread could be read.
 	Switches int64 `json:"voluntary_switches,omitempty"`
 	// IO is the read and write calls the group made over the interval
 	// (see IOCalls for which calls count); nil when /proc/<pid>/io could

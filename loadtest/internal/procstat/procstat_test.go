@@ -77,8 +77,8 @@ func TestMachineSince(t *testing.T) {
 	if _, ok := before.Since(before); ok {
 		t.Fatal("Since with no time between the readings: ok")
 	}
-	// iowait (in Idle) stepped back by 50 ticks while 400 passed, 300 of
-	// them busy: the idle share counts as none, never as a wrapped counter.
+	// iowait (in Idle) stepped back by 50 ticks while 400 passed: the idle
+	// share counts as none (100 % busy), never as a wrapped counter.
 	back := procstat.MachineCPU{Total: 1400, Idle: 550, Steal: 10}
 	if u, ok := back.Since(before); !ok || u.BusyPercent != 100 || u.StealPercent != 0 {
 		t.Fatalf("Since with Idle gone back = %+v, %v; want 100 %% busy, 0 %% steal", u, ok)

@@ -299,10 +299,10 @@ func IOLine(s Step) string {
 // SwitchesLine shows the wake-ups of each process in step s per delivered
 // message (procstat.Usage.Switches: the voluntary context switches of all
 // its threads), the servers' together, and the generator's, or "" when the
-// step has no such figures. Each hop of a message between processes is at
-// least one wake-up, and on a machine where a wake-up is dear they, not
-// the work in between, decide the CPU per delivery ("Machine L" in
-// docs/performance.md).
+// step has no such figures. A message crossing to another process costs a
+// wake-up when the thread taking it was waiting, and on a machine where a
+// wake-up is dear they, not the work in between, decide much of the CPU
+// per delivery ("Machine L" in docs/performance.md).
 func SwitchesLine(s Step) string {
 	if s.Delivered == 0 {
 		return ""
