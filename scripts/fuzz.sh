@@ -13,6 +13,13 @@
 # .run/fuzz/flaky.txt, with the first run's output kept in
 # .run/fuzz/<target>.log), as scripts/faults.sh reports its retried tests. A
 # second such run, or any other failure, fails the step.
+#
+# Each new interesting input is minimized for at most 1 s, not Go's default
+# 60 s. While a worker minimizes, it runs no new inputs: with the default, a
+# 10 s run found one or two new inputs in its first seconds and spent the rest
+# at "0/sec" minimizing them (https://go.dev/issue/48820), 167 040 executions
+# in 10 s against 875 309 with 1 s (FuzzValidateClientMsgID). A failing input
+# is still written; it may be less small.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,7 +45,7 @@ for target in \
 	pkg=./${target%%:*} name=${target#*:}
 	for try in 1 2; do
 		echo "== fuzz $name ($pkg, $fuzztime)"
-		if go test -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" "$pkg" 2>&1 | tee "$log"; then
+		if go test -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime 1s "$pkg" 2>&1 | tee "$log"; then
 			break
 		fi
 		if [[ $try == 1 ]] && deadline_race; then
