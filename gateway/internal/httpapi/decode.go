@@ -17,8 +17,10 @@ import (
 // decode parses the request body as one JSON object into dst. The content
 // type is not checked (a missing or different one is accepted); unknown
 // fields are ignored. The raw body is used: a Content-Encoding is not
-// undone (so a small compressed body cannot expand past the size limit). Malformed JSON is invalid_json; a field of the wrong
-// type is validation_failed naming the field.
+// undone (so a small compressed body cannot expand past the size limit).
+// Malformed JSON is invalid_json; JSON that is not an object (null
+// included) is validation_failed, and so is a field of the wrong type,
+// naming the field.
 func decode(c *fiber.Ctx, dst any) error {
 	body := c.Request().Body()
 	if len(bytes.TrimSpace(body)) == 0 {
@@ -42,6 +44,11 @@ func decode(c *fiber.Ctx, dst any) error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return NewError(KindInvalidJSON, "request body has data after the JSON object")
+	}
+	// A bare null decodes into a struct as nothing at all; it is no more an
+	// object than [] or 5, which fail above with this same answer.
+	if bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("null")) {
+		return validation("request body must be a JSON object")
 	}
 	return nil
 }
