@@ -32,7 +32,7 @@ func TestHostileFrames(t *testing.T) {
 		{"lone surrogate escape", `{"type":"send","content":"\ud800","client_msg_id":"c3"}`, "", ""},
 		{"only whitespace", `{"type":"send","content":" \u00a0\u2028\t","client_msg_id":"c4"}`, "invalid_message", "c4"},
 		{"content too long", `{"type":"send","content":"` + strings.Repeat("ü", 2001) + `","client_msg_id":"c5"}`, "content_too_long", "c5"},
-		{"content of the wrong type", `{"type":"send","content":{"$gt":""},"client_msg_id":"c6"}`, "invalid_message", ""},
+		{"content of the wrong type", `{"type":"send","content":{"$gt":""},"client_msg_id":"c6"}`, "invalid_message", "c6"},
 		{"control character in client_msg_id", `{"type":"send","content":"x","client_msg_id":"a\u0000"}`, "invalid_message", ""},
 		{"client_msg_id too long", `{"type":"send","content":"x","client_msg_id":"` + strings.Repeat("i", 65) + `"}`, "invalid_message", ""},
 		{"deeply nested JSON", strings.Repeat("[", 5000) + strings.Repeat("]", 5000), "invalid_message", ""},

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -125,6 +126,22 @@ func parseV2(data []byte, maxContent int) (request, *requestError) {
 	}
 	var f clientFrame
 	if err := json.Unmarshal(data, &f); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if !errors.As(err, &typeErr) || typeErr.Field == "" {
+			return request{}, invalid("frame is not a JSON object", "")
+		}
+		// An object with a field of the wrong type (every field is a
+		// string). encoding/json still decodes the other fields, so a send
+		// whose client_msg_id is fine gets it back: the client knows which
+		// message was refused, and may send it again corrected.
+		id := ""
+		if f.Type == "send" && f.ClientMsgID != nil && typeErr.Field != "client_msg_id" && message.ValidateClientMsgID(*f.ClientMsgID) == nil {
+			id = *f.ClientMsgID
+		}
+		return request{}, invalid(typeErr.Field+" must be a string", id)
+	}
+	if bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("null")) {
+		// null decodes into the struct as nothing at all.
 		return request{}, invalid("frame is not a JSON object", "")
 	}
 	switch f.Type {
