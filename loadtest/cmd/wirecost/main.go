@@ -384,31 +384,41 @@ const rusageThread = 1
 // returns the CPU-µs (user + system) of one read of it, over n reads from
 // one locked thread.
 func emptyReadCost(n int) (float64, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, peer, err := loopbackPair()
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
+	defer peer.Close()
+	return emptyReads(c, n)
+}
+
+// loopbackPair returns both ends of a new TCP connection on 127.0.0.1.
+func loopbackPair() (c *net.TCPConn, peer net.Conn, err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		a, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- a
+	}()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return nil, nil, err
+	}
 	peer, ok := <-accepted
 	if !ok {
-		return 0, fmt.Errorf("accept on %s failed", ln.Addr())
+		d.Close()
+		return nil, nil, fmt.Errorf("accept on %s failed", ln.Addr())
 	}
-	defer peer.Close()
-	return emptyReads(c.(*net.TCPConn), n)
+	return d.(*net.TCPConn), peer, nil
 }
 
 // emptyReads reads c n times from one locked thread, each read expected

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -81,33 +80,21 @@ func TestEmptyReads(t *testing.T) {
 func TestEmptyReadsRefuseASocketWithData(t *testing.T) {
 	// The same loop on a socket the other side wrote to: the first read
 	// finds data, and the measure must say so rather than time it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = c.Write([]byte("frame"))
-		<-done
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, peer, err := loopbackPair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	defer peer.Close()
+	if _, err := peer.Write([]byte("frame")); err != nil {
+		t.Fatal(err)
+	}
 	// Wait for the bytes by reading the first one; four stay for the loop.
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := emptyReads(c.(*net.TCPConn), 10); err == nil {
+	if _, err := emptyReads(c, 10); err == nil {
 		t.Fatal("empty reads of a socket with 4 bytes waiting: no error")
 	}
 }
