@@ -112,6 +112,38 @@ func TestResultOutputs(t *testing.T) {
 	}
 }
 
+// checkStepLine checks a per-step line of the table: line(s) is exactly
+// want, the table of a workload with that step prints it, and a step
+// without deliveries has no such line.
+func checkStepLine(t *testing.T, name string, line func(report.Step) string, s report.Step, want string) {
+	t.Helper()
+	if got := line(s); got != want {
+		t.Errorf("%s:\n got %q\nwant %q", name, got, want)
+	}
+	var buf bytes.Buffer
+	(&report.Result{Workloads: []report.Workload{{Name: "chat", Steps: []report.Step{s}}}}).WriteTable(&buf)
+	if !strings.Contains(buf.String(), want+"\n") {
+		t.Errorf("table has no %s line:\n%s", name, buf.String())
+	}
+	if got := line(report.Step{Name: "x", Processes: s.Processes}); got != "" {
+		t.Errorf("%s of a step without deliveries: %q", name, got)
+	}
+}
+
+// stepRoundTrip is s after encoding to JSON and back.
+func stepRoundTrip(t *testing.T, s report.Step) report.Step {
+	t.Helper()
+	raw, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back report.Step
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	return back
+}
+
 // The read and write calls of a step are shown per process and for the
 // generator per delivered message; processes without figures, or with
 // none, are left out.
@@ -126,23 +158,9 @@ func TestIOLine(t *testing.T) {
 		GeneratorIO: &procstat.IOCalls{Reads: 221_000, Writes: 11_000}}
 	want := "read/write calls per delivered in step 2000 (/proc/<pid>/io: read(2) and write(2), not send or recv):" +
 		"  gateway-1 0.32/1.20  redis 0.05/0.04  (generator 2.21/0.11)"
-	if got := report.IOLine(s); got != want {
-		t.Errorf("IOLine:\n got %q\nwant %q", got, want)
-	}
-	var buf bytes.Buffer
-	(&report.Result{Workloads: []report.Workload{{Name: "chat", Steps: []report.Step{s}}}}).WriteTable(&buf)
-	if !strings.Contains(buf.String(), want+"\n") {
-		t.Errorf("table has no I/O line:\n%s", buf.String())
-	}
+	checkStepLine(t, "IOLine", report.IOLine, s, want)
 	// The figures survive the JSON round trip; a process without them has none.
-	raw, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back report.Step
-	if err := json.Unmarshal(raw, &back); err != nil {
-		t.Fatal(err)
-	}
+	back := stepRoundTrip(t, s)
 	if got := back.Processes["gateway-1"].IO; got == nil || *got != (procstat.IOCalls{Reads: 32_000, Writes: 120_000}) {
 		t.Errorf("gateway-1's I/O after a JSON round trip: %+v", got)
 	}
@@ -151,9 +169,6 @@ func TestIOLine(t *testing.T) {
 	}
 	if back.Processes["nginx"].IO != nil {
 		t.Errorf("nginx has I/O figures after a JSON round trip: %+v", back.Processes["nginx"].IO)
-	}
-	if got := report.IOLine(report.Step{Name: "x", Processes: s.Processes}); got != "" {
-		t.Errorf("a step without deliveries: %q", got)
 	}
 }
 
@@ -170,27 +185,9 @@ func TestSwitchesLine(t *testing.T) {
 		GeneratorSwitches: 110_000}
 	want := "wake-ups per delivered in step 2000 (voluntary context switches of all threads):" +
 		"  gateway-1 0.52  worker-1 0.31  servers 0.83  (generator 1.10)"
-	if got := report.SwitchesLine(s); got != want {
-		t.Errorf("SwitchesLine:\n got %q\nwant %q", got, want)
-	}
-	var buf bytes.Buffer
-	(&report.Result{Workloads: []report.Workload{{Name: "chat", Steps: []report.Step{s}}}}).WriteTable(&buf)
-	if !strings.Contains(buf.String(), want+"\n") {
-		t.Errorf("table has no wake-ups line:\n%s", buf.String())
-	}
-	raw, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back report.Step
-	if err := json.Unmarshal(raw, &back); err != nil {
-		t.Fatal(err)
-	}
-	if back.Processes["gateway-1"].Switches != 52_000 || back.GeneratorSwitches != 110_000 {
+	checkStepLine(t, "SwitchesLine", report.SwitchesLine, s, want)
+	if back := stepRoundTrip(t, s); back.Processes["gateway-1"].Switches != 52_000 || back.GeneratorSwitches != 110_000 {
 		t.Errorf("switches after a JSON round trip: gateway-1 %d, generator %d", back.Processes["gateway-1"].Switches, back.GeneratorSwitches)
-	}
-	if got := report.SwitchesLine(report.Step{Name: "x", Processes: s.Processes}); got != "" {
-		t.Errorf("a step without deliveries: %q", got)
 	}
 	noFigures := report.Step{Name: "x", Delivered: 10, Processes: map[string]procstat.Usage{"nginx": {}}, GeneratorSwitches: 5}
 	if got := report.SwitchesLine(noFigures); got != "" {
@@ -212,15 +209,5 @@ func TestThreadsLine(t *testing.T) {
 		}}
 	want := "busiest threads in step 2000 (CPU-µs/delivered, voluntary switches/s; in a Go server the one with the most is sysmon):" +
 		"  gateway-1 12.0/900 4.5/3400 (most switches 4.0/3600)"
-	if got := report.ThreadsLine(s); got != want {
-		t.Errorf("ThreadsLine:\n got %q\nwant %q", got, want)
-	}
-	var buf bytes.Buffer
-	(&report.Result{Workloads: []report.Workload{{Name: "chat", Steps: []report.Step{s}}}}).WriteTable(&buf)
-	if !strings.Contains(buf.String(), want+"\n") {
-		t.Errorf("table has no threads line:\n%s", buf.String())
-	}
-	if got := report.ThreadsLine(report.Step{Name: "x", Processes: s.Processes}); got != "" {
-		t.Errorf("a step without deliveries: %q", got)
-	}
+	checkStepLine(t, "ThreadsLine", report.ThreadsLine, s, want)
 }
