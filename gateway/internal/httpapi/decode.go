@@ -14,6 +14,9 @@ import (
 	"github.com/gofiber/fiber/v2"
 )
 
+// notAnObject answers a body that is empty or not a JSON object.
+const notAnObject = "request body must be a JSON object"
+
 // decode parses the request body as one JSON object into dst. The content
 // type is not checked (a missing or different one is accepted); unknown
 // fields are ignored. The raw body is used: a Content-Encoding is not
@@ -24,7 +27,7 @@ import (
 func decode(c *fiber.Ctx, dst any) error {
 	body := c.Request().Body()
 	if len(bytes.TrimSpace(body)) == 0 {
-		return NewError(KindInvalidJSON, "request body must be a JSON object")
+		return NewError(KindInvalidJSON, notAnObject)
 	}
 	// JSON text is UTF-8 (RFC 8259); encoding/json would silently turn
 	// invalid bytes into U+FFFD, so refuse them here.
@@ -36,7 +39,7 @@ func decode(c *fiber.Ctx, dst any) error {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
 			if typeErr.Field == "" {
-				return validation("request body must be a JSON object")
+				return validation(notAnObject)
 			}
 			return validation(fmt.Sprintf("%s must be a %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String())))
 		}
@@ -48,7 +51,7 @@ func decode(c *fiber.Ctx, dst any) error {
 	// A bare null decodes into a struct as nothing at all; it is no more an
 	// object than [] or 5, which fail above with this same answer.
 	if bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("null")) {
-		return validation("request body must be a JSON object")
+		return validation(notAnObject)
 	}
 	return nil
 }

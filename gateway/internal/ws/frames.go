@@ -117,6 +117,9 @@ func parseLegacy(data []byte, maxContent int) (request, *requestError) {
 	return request{Type: "send", Content: content}, nil
 }
 
+// notAnObject answers a rooms.v2 frame that is not a JSON object.
+const notAnObject = "frame is not a JSON object"
+
 // parseV2 decodes and checks a rooms.v2 client frame. A frame that is not
 // valid UTF-8 is refused as a whole: encoding/json would otherwise replace
 // the invalid bytes and accept content the client never sent.
@@ -128,7 +131,7 @@ func parseV2(data []byte, maxContent int) (request, *requestError) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if !errors.As(err, &typeErr) || typeErr.Field == "" {
-			return request{}, invalid("frame is not a JSON object", "")
+			return request{}, invalid(notAnObject, "")
 		}
 		// An object with a field of the wrong type (every field is a
 		// string). encoding/json still decodes the other fields, so a send
@@ -142,7 +145,7 @@ func parseV2(data []byte, maxContent int) (request, *requestError) {
 	}
 	if bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("null")) {
 		// null decodes into the struct as nothing at all.
-		return request{}, invalid("frame is not a JSON object", "")
+		return request{}, invalid(notAnObject, "")
 	}
 	switch f.Type {
 	case "send":
