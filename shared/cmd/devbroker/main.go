@@ -18,6 +18,8 @@
 //
 // Records every consumer group has committed and older than DEVBROKER_KEEP
 // are deleted (trim.go), so the data folder does not grow without bound.
+// A group member that died while joining a rebalance is removed once its
+// session times out (reap.go), as Kafka does and kfake alone does not.
 //
 // SIGINT or SIGTERM stops it cleanly: connections are closed and the state
 // is flushed to the data folder.
@@ -44,6 +46,9 @@ import (
 	"rooms/shared/config"
 	"rooms/shared/logging"
 )
+
+// reapInterval is how often the reaper looks for dead group members.
+const reapInterval = 5 * time.Second
 
 // segmentBytes is the size of the log's segment files (Kafka's default is
 // 1 GiB, kfake's 100 MiB).
@@ -106,23 +111,23 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log.Info("broker listening", "addr", c.ListenAddrs()[0], "data_dir", dir)
 
-	// The trim runs over an admin client of the broker itself.
+	// The trim and the reaper (reap.go) run over an admin client of the
+	// broker itself.
+	admin, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()[0]))
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("admin client: %w", err)
+	}
+	reaped := startReaper(ctx, c, admin, reapInterval, log)
 	var trimmed sync.WaitGroup
-	var admin *kgo.Client
 	if cfg.TrimInterval > 0 {
-		admin, err = kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()[0]))
-		if err != nil {
-			c.Close()
-			return fmt.Errorf("admin client: %w", err)
-		}
 		trimmed.Go(func() { trimLoop(ctx, kadm.NewClient(admin), cfg.TrimInterval, cfg.Keep, log) })
 	}
 
 	<-ctx.Done()
 	trimmed.Wait()
-	if admin != nil {
-		admin.Close()
-	}
+	reaped.Wait()
+	admin.Close()
 	c.Close()
 	log.Info("broker stopped", "data_dir", dir)
 	return nil
