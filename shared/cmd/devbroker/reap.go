@@ -62,18 +62,7 @@ func startReaper(ctx context.Context, c *kfake.Cluster, cl *kgo.Client, interval
 		})
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				r.reap(ctx, c)
-			}
-		}
-	})
+	wg.Go(func() { every(ctx, interval, func() { r.reap(ctx, c) }) })
 	return &wg
 }
 

@@ -135,14 +135,7 @@ func trimCommitted(ctx context.Context, adm *kadm.Client, keep time.Duration) (i
 // round is logged and tried again at the next one; a partition is trimmed
 // only when every lookup for it succeeded.
 func trimLoop(ctx context.Context, adm *kadm.Client, interval, keep time.Duration, log *slog.Logger) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, interval, func() {
 		rctx, cancel := context.WithTimeout(ctx, interval)
 		n, err := trimCommitted(rctx, adm, keep)
 		cancel()
@@ -151,6 +144,20 @@ func trimLoop(ctx context.Context, adm *kadm.Client, interval, keep time.Duratio
 			log.Warn("trim committed records", "err", err, "records", n)
 		case n > 0:
 			log.Info("trimmed committed records", "records", n, "keep", keep.String())
+		}
+	})
+}
+
+// every runs fn every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
 		}
 	}
 }
