@@ -20,12 +20,12 @@ import (
 // dead member its share of the partitions, nobody consumes them, and no
 // rebalance ever takes them back: a worker killed during a rebalance stalls
 // its rooms until the broker restarts. Kafka removes such a member when its
-// session times out (45 s for the workers), and so does the reaper, from
-// outside kfake: it notes every request that shows a member alive
-// (JoinGroup with a member id, SyncGroup, Heartbeat, OffsetCommit) and, in a
-// stable group, where every live member heartbeats, removes a member not
-// heard from for longer than its session timeout with a LeaveGroup request,
-// which starts the rebalance Kafka would.
+// session times out (KAFKA_SESSION_TIMEOUT, 10 s for the workers), and so
+// does the reaper, from outside kfake: it notes every request that shows a
+// member alive (JoinGroup with a member id, SyncGroup, Heartbeat,
+// OffsetCommit) and, in a stable group, where every live member heartbeats,
+// removes a member not heard from for longer than its session timeout with
+// a LeaveGroup request, which starts the rebalance Kafka would.
 //
 // TestReaperRemovesAMemberThatDiedInJoin reproduces the gap (and fails the
 // day kfake fixes it, so that this can go).
@@ -95,9 +95,10 @@ func (r *reaper) note(req kmsg.Request) {
 }
 
 // reap removes, from every stable group, the members silent for longer than
-// their session timeout. A member the reaper has not heard from yet (one
-// kfake restored from its data folder) counts from the first time it is
-// seen here.
+// their session timeout. Only members seen joining (the classic protocol's
+// JoinGroup, which gives the session timeout) are judged; the rest, such as
+// the members kfake restores from its data folder with their session
+// timers running, are left to kfake.
 func (r *reaper) reap(ctx context.Context, c *kfake.Cluster) {
 	now := time.Now()
 	groups := map[string]bool{}
@@ -116,24 +117,21 @@ func (r *reaper) reap(ctx context.Context, c *kfake.Cluster) {
 		}
 		var dead []kfake.GroupMember
 		r.mu.Lock()
-		for k := range r.heard {
-			if k.group == group && !live[k] {
-				delete(r.heard, k) // gone from the group
+		for k, h := range r.heard {
+			// Gone from the group, and not just about to join it: the
+			// snapshot above may predate a JoinGroup already noted.
+			if k.group == group && !live[k] && now.Sub(h.at) > max(h.session+reapGrace, time.Minute) {
+				delete(r.heard, k)
 			}
 		}
 		if info != nil && info.State == "Stable" {
 			for _, m := range info.Members {
 				k := memberKey{group, m.MemberID}
-				h, ok := r.heard[k]
-				if !ok {
-					r.heard[k] = heard{at: now}
-					continue
+				h := r.heard[k]
+				if h.session <= 0 {
+					continue // not seen joining: left to kfake
 				}
-				session := h.session
-				if session <= 0 {
-					session = 45 * time.Second // librdkafka's default
-				}
-				if now.Sub(h.at) > session+reapGrace {
+				if now.Sub(h.at) > h.session+reapGrace {
 					dead = append(dead, m)
 				}
 			}

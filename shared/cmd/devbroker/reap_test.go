@@ -134,7 +134,8 @@ func TestReaperRemovesAMemberThatDiedInJoin(t *testing.T) {
 				if !waitGroup(c, group, 20*time.Second, func(g *kfake.GroupInfo) bool {
 					return g.State == "Stable" && len(g.Members) == 1 && g.NumAssigned() == 4 && memberOwns(g, dead[i]) == 0
 				}) {
-					t.Fatalf("%s: the dead member still there: %+v", group, c.GroupInfo(group).Members)
+					g := c.GroupInfo(group)
+					t.Fatalf("%s (%s): the dead member %s still there: %+v\nreaper's log:\n%s", group, g.State, dead[i], g.Members, logs.String())
 				}
 			}
 			if !strings.Contains(logs.String(), "removed a group member silent for longer than its session timeout") {
