@@ -73,9 +73,7 @@ func TestFaultPostgresConnectionsKilled(t *testing.T) {
 	killed := 0
 	for i := 0; i < 15; i++ {
 		time.Sleep(time.Second)
-		var n int
-		err := admin.QueryRow(ctx, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-			WHERE datname = $1 AND pid <> pg_backend_pid()) AS t`, s.db.Name).Scan(&n)
+		n, err := terminateSessions(ctx, admin, s.db.Name)
 		if err != nil {
 			t.Fatalf("terminate connections: %v", err)
 		}
@@ -89,6 +87,15 @@ func TestFaultPostgresConnectionsKilled(t *testing.T) {
 	s.waitCommitted(t, time.Minute)
 	s.checkOffsets(t)
 	w.recoveries(t, r, "last_kill", healed)
+}
+
+// terminateSessions ends every session of database db but admin's own and
+// returns how many it ended.
+func terminateSessions(ctx context.Context, admin *pgx.Conn, db string) (int, error) {
+	var n int
+	err := admin.QueryRow(ctx, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = $1 AND pid <> pg_backend_pid()) AS t`, db).Scan(&n)
+	return n, err
 }
 
 func adminDSN() string {
