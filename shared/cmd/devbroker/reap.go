@@ -115,7 +115,7 @@ func (r *reaper) reap(ctx context.Context, c *kfake.Cluster) {
 				live[memberKey{group, m.MemberID}] = true
 			}
 		}
-		var dead []kfake.GroupMember
+		var dead []silentMember
 		r.mu.Lock()
 		for k, h := range r.heard {
 			// Gone from the group, and not just about to join it: the
@@ -131,20 +131,26 @@ func (r *reaper) reap(ctx context.Context, c *kfake.Cluster) {
 				if h.session <= 0 {
 					continue // not seen joining: left to kfake
 				}
-				if now.Sub(h.at) > h.session+reapGrace {
-					dead = append(dead, m)
+				if silent := now.Sub(h.at); silent > h.session+reapGrace {
+					dead = append(dead, silentMember{m, silent})
 				}
 			}
 		}
 		r.mu.Unlock()
-		for _, m := range dead {
-			r.remove(ctx, group, m, now)
+		for _, d := range dead {
+			r.remove(ctx, group, d.GroupMember, d.silent)
 		}
 	}
 }
 
+// silentMember is a member to remove, and how long it has been silent.
+type silentMember struct {
+	kfake.GroupMember
+	silent time.Duration
+}
+
 // remove asks the broker to drop member m of group.
-func (r *reaper) remove(ctx context.Context, group string, m kfake.GroupMember, now time.Time) {
+func (r *reaper) remove(ctx context.Context, group string, m kfake.GroupMember, silent time.Duration) {
 	req := kmsg.NewPtrLeaveGroupRequest()
 	req.Group = group
 	lm := kmsg.NewLeaveGroupRequestMember()
@@ -152,9 +158,6 @@ func (r *reaper) remove(ctx context.Context, group string, m kfake.GroupMember, 
 	reason := "devbroker: session timed out"
 	lm.Reason = &reason
 	req.Members = append(req.Members, lm)
-	r.mu.Lock()
-	silent := now.Sub(r.heard[memberKey{group, m.MemberID}].at)
-	r.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := req.RequestWith(rctx, r.cl)

@@ -40,11 +40,7 @@ func TestReaperRemovesAMemberThatDiedInJoin(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "t"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := testenv.Kafka(t, kfake.SeedTopics(4, "t"))
 			addr := c.ListenAddrs()[0]
 			logs := &testenv.Output{}
 			if reaping {
