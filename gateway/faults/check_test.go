@@ -244,6 +244,19 @@ func (s *stack) deadLetters(t *testing.T) map[[2]int64]bool {
 	return out
 }
 
+// ackedKeys are the messages acked so far, as room/user/client_msg_id.
+func (w *workload) ackedKeys() map[string]bool {
+	acked := map[string]bool{}
+	for _, c := range w.senders {
+		for _, o := range c.history() {
+			if o.Acked {
+				acked[c.room+"/"+o.UserID+"/"+o.CMID] = true
+			}
+		}
+	}
+	return acked
+}
+
 // finish ends the workload and waits for the system to settle: a fence
 // message per room (sent after the fault healed, so a lost fan-out tail is
 // repaired by the gap it leaves), every acked message stored, every client
@@ -262,14 +275,7 @@ func (w *workload) finish(t *testing.T, limit time.Duration) {
 			t.Fatalf("fence of room %s not acked: %v", c.room, o.Attempts)
 		}
 	}
-	acked := map[string]bool{}
-	for _, c := range w.senders {
-		for _, o := range c.history() {
-			if o.Acked {
-				acked[c.room+"/"+o.UserID+"/"+o.CMID] = true
-			}
-		}
-	}
+	acked := w.ackedKeys()
 	eventually(t, "every acked message stored", time.Until(deadline), func() bool {
 		have := 0
 		for _, r := range w.s.storedRows(t) {

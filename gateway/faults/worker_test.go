@@ -3,6 +3,9 @@
 package faults
 
 import (
+	"context"
+	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -64,3 +67,98 @@ func TestFaultWorkerKilledAfterCommit(t *testing.T) { killAt(t, "after-commit:15
 // transaction (rows inserted, not committed): nothing of it is stored, and
 // the next owner stores it once.
 func TestFaultWorkerKilledInTransaction(t *testing.T) { killAt(t, "in-tx:15") }
+
+// freezeAt arms a failpoint that freezes worker-1 (SIGSTOP) at a point of a
+// batch, runs a workload until it froze there, and keeps it frozen, its
+// connections open and silent, as a machine that pauses or a network that
+// drops everything would leave it. While it is frozen, worker-2 must take
+// over: every message acked within the first second of the freeze gets
+// stored, and the time that takes is recorded. Then worker-1 goes on
+// (SIGCONT) as a zombie: it still holds its batch and believes it owns its
+// partitions. Whatever it does then must not lose, double or reorder a
+// message, nor move a committed offset past the database.
+func freezeAt(t *testing.T, failpoint string) {
+	r := record(t)
+	s := newStack(t, stackOpts{noWorkers: true})
+	victim := s.workers[0]
+	victim.Env = append(victim.Env, "ROOMS_FAILPOINT="+failpoint+":stop")
+	victim.Start(t)
+	testenv.WaitFor(t, "worker-1 assigned", time.Minute, victim.Exited(), func() bool { return victim.LogCount("partitions assigned") > 0 })
+	s.workers[1].Start(t)
+	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
+	w.run(1_000_000, 20*time.Millisecond, 20*time.Second, 5*time.Minute)
+	testenv.WaitFor(t, "worker-1 frozen at "+failpoint, 40*time.Second, victim.Exited(), victim.Frozen)
+	frozen := time.Now()
+	pid := victim.PID()
+	// A test that fails while worker-1 is frozen must not leave it so.
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+
+	time.Sleep(time.Second)
+	if strings.HasPrefix(failpoint, "in-tx") {
+		// The freeze holds a transaction open: a session idle in one for
+		// a second can only be worker-1's (a running batch is idle in its
+		// transaction for well under a millisecond).
+		var n int
+		if err := s.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'idle in transaction' AND now() - state_change > interval '900 ms'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("%d sessions idle in a transaction for a second after worker-1 froze at %s, want 1", n, failpoint)
+		}
+	}
+	acked := w.ackedKeys()
+	taken := time.Now()
+	eventually(t, "every message acked in the freeze's first second stored while worker-1 is frozen", time.Minute, func() bool {
+		if !victim.Frozen() {
+			t.Fatal("worker-1 is no longer frozen")
+		}
+		stored := 0
+		for _, row := range s.storedRows(t) {
+			if acked[fmt.Sprintf("%d/%d/%s", row.room, row.user, row.cmid)] {
+				stored++
+			}
+		}
+		return stored == len(acked)
+	})
+	took := time.Since(frozen)
+	r.measure("stored_while_frozen_s", took.Seconds())
+	t.Logf("%d messages acked by %.1fs into the freeze, all stored by worker-2 %.1fs into it", len(acked), taken.Sub(frozen).Seconds(), took.Seconds())
+
+	// Frozen a little longer, so that more passes worker-1 by.
+	time.Sleep(2 * time.Second)
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT worker-1: %v", err)
+	}
+	woke := time.Now()
+	r.measure("frozen_s", woke.Sub(frozen).Seconds())
+	// The zombie's next moves: its store retried, its offsets refused or
+	// its partitions revoked.
+	testenv.WaitFor(t, "worker-1 back in the group", time.Minute, victim.Exited(), func() bool {
+		return victim.LogCount("partitions assigned") > 1
+	})
+	time.Sleep(3 * time.Second)
+	w.stop()
+	w.finish(t, 3*time.Minute)
+	w.check(t, r)
+	s.waitCommitted(t, time.Minute)
+	s.checkOffsets(t)
+	w.recoveries(t, r, "wake", woke)
+	t.Logf("worker-1 after waking: assignment lost %d times, partitions assigned %d times",
+		victim.LogCount("assignment lost"), victim.LogCount("partitions assigned"))
+}
+
+// TestFaultWorkerFrozenInTransaction freezes a worker inside a batch's
+// transaction: its rows are inserted, not committed, and its rooms' row
+// locks are held. The other worker gets the partitions when the frozen
+// one's group session times out, and the rooms' locks when PostgreSQL ends
+// the idle transaction (worker/internal/store.TunePool); without that
+// timeout those rooms would stall for as long as the freeze lasts.
+func TestFaultWorkerFrozenInTransaction(t *testing.T) { freezeAt(t, "in-tx:15") }
+
+// TestFaultWorkerFrozenAfterCommit freezes a worker after a batch's
+// transaction committed, before the batch went to Redis and its offsets
+// were stored. The other worker redoes the batch (de-duplicated) and goes
+// on; the zombie, woken, appends its stale batch to the fan-out streams
+// after newer messages, which the gateways must drop or repair around.
+func TestFaultWorkerFrozenAfterCommit(t *testing.T) { freezeAt(t, "after-commit:15") }

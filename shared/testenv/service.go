@@ -108,6 +108,22 @@ func (p *Service) PID() int {
 	return p.cmd.Process.Pid
 }
 
+// Frozen reports whether the running process is stopped by a signal
+// (SIGSTOP): state T in /proc/<pid>/stat.
+func (p *Service) Frozen() bool {
+	pid := p.PID()
+	if pid == 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
+}
+
 // Stop sends sig and waits (at most 60 s, then SIGKILL) for the exit; it
 // returns the exit error.
 func (p *Service) Stop(t testing.TB, sig syscall.Signal) error {

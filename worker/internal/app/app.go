@@ -128,7 +128,11 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	if fp != nil {
-		log.Warn("failpoint armed: this worker will kill itself (fault tests only)", "failpoint", cfg.Failpoint)
+		what := "kill"
+		if fp.Stops() {
+			what = "freeze"
+		}
+		log.Warn("failpoint armed: this worker will "+what+" itself (fault tests only)", "failpoint", cfg.Failpoint)
 	}
 
 	reg := admin.NewRegistry()

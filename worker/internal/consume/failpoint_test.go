@@ -14,6 +14,9 @@ func TestParseFailpoint(t *testing.T) {
 		{spec: "", off: true, ok: true},
 		{spec: "in-tx", ok: true},
 		{spec: "after-commit:3", ok: true},
+		{spec: "in-tx:2:stop", ok: true},
+		{spec: "in-tx:2:kill", ok: true},
+		{spec: "in-tx:2:pause"},
 		{spec: "after-commit:0"},
 		{spec: "after-commit:x"},
 		{spec: "elsewhere:1"},
@@ -31,4 +34,10 @@ func TestParseFailpoint(t *testing.T) {
 	off.Hit(consume.FailInTx)
 	fp, _ := consume.ParseFailpoint("in-tx:1")
 	fp.Hit(consume.FailAfterCommit)
+	if off.Stops() || fp.Stops() {
+		t.Error("Stops without the stop action")
+	}
+	if fp, _ := consume.ParseFailpoint("in-tx:1:stop"); !fp.Stops() {
+		t.Error("in-tx:1:stop: Stops false")
+	}
 }

@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,4 +106,130 @@ func TestLookupsStayOnIndexesAsTheTableGrows(t *testing.T) {
 		t.Fatalf("saving batches read %d rows of messages sequentially: a duplicate look-up scanned the table (%d rows)", scanned, bulk)
 	}
 	t.Logf("sequentially read rows of messages: %d, of users: %d", scanned, usersScanned)
+}
+
+// TestStalledTransactionFreesItsRooms stalls a batch's transaction after its
+// writes, holding its room's row lock, as a worker frozen or cut off between
+// its two round trips would: the session timeout TunePool sets ends that
+// session, so a second store (the partition's next owner) stores its own
+// batch of the room; the stalled store, let go, retries and stores its batch
+// once, after it, with no seq lost or doubled. The timeout is set short
+// through the connection string, which TunePool must keep.
+func TestStalledTransactionFreesItsRooms(t *testing.T) {
+	f := newFixture(t, 2, 1)
+	ctx := context.Background()
+	room := f.rooms[0]
+
+	// The default.
+	cfg, err := pgxpool.ParseConfig(f.pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.TunePool(cfg)
+	if got := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; got != store.IdleInTransactionTimeout {
+		t.Fatalf("TunePool set idle_in_transaction_session_timeout %q, want %q", got, store.IdleInTransactionTimeout)
+	}
+	plain, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	var shown string
+	if err := plain.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&shown); err != nil {
+		t.Fatal(err)
+	}
+	if shown != store.IdleInTransactionTimeout {
+		t.Fatalf("a tuned session shows idle_in_transaction_session_timeout %q, want %q", shown, store.IdleInTransactionTimeout)
+	}
+
+	// A short timeout from the connection string.
+	cs := f.pool.Config().ConnString()
+	sep := "?"
+	if strings.Contains(cs, "?") {
+		sep = "&"
+	}
+	short, err := pgxpool.ParseConfig(cs + sep + "idle_in_transaction_session_timeout=300ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.TunePool(short)
+	stalledPool, err := pgxpool.NewWithConfig(ctx, short)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalledPool.Close()
+
+	stalled := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	var retries []string
+	st := store.New(stalledPool, store.Options{MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+		OnRetry: func(err error, transient bool, try int) {
+			mu.Lock()
+			defer mu.Unlock()
+			retries = append(retries, fmt.Sprintf("try %d (transient %v): %v", try, transient, err))
+			if !transient {
+				t.Errorf("the stalled store's try %d failed with an error not taken as transient: %v", try, err)
+			}
+		},
+		BeforeCommit: func() {
+			once.Do(func() { close(stalled); <-release })
+		}})
+	type saved struct {
+		res store.Result
+		err error
+	}
+	first := make(chan saved, 1)
+	go func() {
+		res, err := st.Save(ctx, []store.Record{f.rec(t, newUUID(), room, f.users[0], "stalled", "s-1")})
+		first <- saved{res, err}
+	}()
+	select {
+	case <-stalled:
+	case r := <-first:
+		t.Fatalf("the first store finished without reaching its commit: %+v", r)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first store did not reach its commit within 30s")
+	}
+
+	// The room's row is locked by the stalled transaction; the next owner
+	// gets it once the server has ended that session.
+	next := store.New(plain, store.Options{})
+	// Well under the 10 s default, so a TunePool that overrode the
+	// connection string's timeout fails here.
+	sctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	res, err := next.Save(sctx, []store.Record{f.rec(t, newUUID(), room, f.users[1], "next owner", "n-1")})
+	cancel()
+	close(release)
+	if err != nil {
+		t.Fatalf("the next owner's batch was not stored while the first store was stalled: %v", err)
+	}
+	if len(res.Messages) != 1 || res.Messages[0].Seq != 1 {
+		t.Fatalf("the next owner stored %+v, want its message at seq 1", res.Messages)
+	}
+
+	r := <-first
+	if r.err != nil {
+		t.Fatalf("the stalled store, let go: %v", r.err)
+	}
+	if len(r.res.Messages) != 1 || r.res.Messages[0].Seq != 2 {
+		t.Fatalf("the stalled store, let go, stored %+v, want its message at seq 2", r.res.Messages)
+	}
+	mu.Lock()
+	if len(retries) == 0 {
+		t.Error("the stalled store committed without a retry: its session was not ended")
+	}
+	t.Logf("the stalled store's retries: %q", retries)
+	mu.Unlock()
+	var n, last, maxSeq int64
+	if err := f.pool.QueryRow(ctx, `SELECT count(*), coalesce(max(seq), 0) FROM messages WHERE room_id = $1`, room).Scan(&n, &maxSeq); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.pool.QueryRow(ctx, `SELECT last_seq FROM rooms WHERE id = $1`, room).Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 || maxSeq != 2 || last != 2 {
+		t.Fatalf("room holds %d messages up to seq %d, last_seq %d; want 2, 2, 2", n, maxSeq, last)
+	}
 }

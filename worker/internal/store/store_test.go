@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"rooms/shared/message"
@@ -355,6 +356,8 @@ func TestTransient(t *testing.T) {
 		{fmt.Errorf("x: %w", context.DeadlineExceeded), true},
 		{fmt.Errorf("plain"), false},
 		{nil, false},
+		{&pgconn.PgError{Code: "25P03"}, true}, // idle_in_transaction_session_timeout
+		{&pgconn.PgError{Code: "23505"}, false},
 	}
 	for _, tt := range tests {
 		if got := store.Transient(tt.err); got != tt.want {
