@@ -22,10 +22,10 @@ import (
 // TestFaultChaos runs the suite's faults together: for FAULTS_CHAOS_TIME
 // (default 60 s) while messages flow, a seeded random schedule kills,
 // stops and restarts gateways, workers, the broker, Redis (which comes back
-// empty) and PostgreSQL, terminates the database's connections and deletes
-// the fan-out streams, with up to three faults at a time. Every kind of
-// fault comes at least once (the first nine in a random order), then
-// kinds at random. Each of the other
+// empty) and PostgreSQL, freezes any of them (SIGSTOP, then SIGCONT),
+// terminates the database's connections and deletes the fan-out streams,
+// with up to three faults at a time. Every kind of fault (chaosKinds) comes
+// once first, in a random order, then kinds at random. Each of the other
 // tests meets one fault on a healthy system; this one meets faults while
 // the system is still recovering from the last, such as a worker killed
 // while PostgreSQL is down or a gateway drained while the broker is away.
@@ -101,14 +101,16 @@ type chaos struct {
 
 	down    map[string]time.Time // what is down, until when
 	heals   map[string]func()
-	pending []string // kinds not yet drawn
+	frozen  map[string]bool // what is down is frozen, not stopped
+	pending []int           // indexes of the kinds not yet drawn
 	maxDown int
 	counts  map[string]int
 }
 
 func newChaos(t *testing.T, s *stack, seed uint64) *chaos {
 	return &chaos{t: t, s: s, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		start: time.Now(), down: map[string]time.Time{}, heals: map[string]func(){}, counts: map[string]int{}}
+		start: time.Now(), down: map[string]time.Time{}, heals: map[string]func(){}, frozen: map[string]bool{},
+		counts: map[string]int{}}
 }
 
 func (c *chaos) logf(format string, args ...any) {
@@ -186,14 +188,15 @@ func (c *chaos) healAll() {
 	}
 }
 
-// heal brings name back. A gateway is ready only with PostgreSQL, Redis
-// and the broker up, so those are healed first if they are down.
+// heal brings name back. A gateway that starts again is ready only with
+// PostgreSQL, Redis and the broker up, so those are healed first if they
+// are down (a frozen gateway just goes on).
 func (c *chaos) heal(name string) {
 	c.t.Helper()
 	if _, ok := c.down[name]; !ok {
 		return
 	}
-	if strings.HasPrefix(name, "gw-") {
+	if strings.HasPrefix(name, "gw-") && !c.frozen[name] {
 		for _, n := range infra {
 			c.heal(n)
 		}
@@ -201,6 +204,7 @@ func (c *chaos) heal(name string) {
 	h := c.heals[name]
 	delete(c.down, name)
 	delete(c.heals, name)
+	delete(c.frozen, name)
 	h()
 	c.logf("%s back", name)
 }
@@ -213,11 +217,72 @@ func (c *chaos) takeDown(name string, d time.Duration, heal func()) {
 	c.logf("%s down for %.1fs (down now: %d)", name, d.Seconds(), len(c.down))
 }
 
-// chaosKinds are the faults a schedule draws from.
-var chaosKinds = []string{
-	"gateway SIGKILL", "gateway SIGTERM", "worker SIGKILL", "worker SIGTERM",
-	"broker stopped", "redis killed", "postgres stopped",
-	"postgres connections terminated", "fan-out streams deleted",
+// chaosKind is one kind of fault: able reports whether it has something to
+// act on, do starts it.
+type chaosKind struct {
+	name string
+	able func(c *chaos) bool
+	do   func(c *chaos)
+}
+
+// chaosKinds are the faults a schedule draws from. A stopped or killed
+// process or server is down until it is started again; a frozen one
+// (SIGSTOP: its connections stay open and silent, as with a machine that
+// pauses, or a network that drops everything without a reset) is down
+// until SIGCONT. Gateways and workers stay frozen for up to 15 s, past the
+// workers' session timeout (10 s), so that a frozen worker loses its
+// partitions to the other and wakes up as a zombie holding a batch.
+var chaosKinds = []chaosKind{
+	{"gateway SIGKILL", gatewaysUp, func(c *chaos) { c.stopProc(true, syscall.SIGKILL) }},
+	{"gateway SIGTERM", gatewaysUp, func(c *chaos) { c.stopProc(true, syscall.SIGTERM) }},
+	{"gateway frozen", gatewaysUp, func(c *chaos) { c.freezeProc(true) }},
+	{"worker SIGKILL", workersUp, func(c *chaos) { c.stopProc(false, syscall.SIGKILL) }},
+	{"worker SIGTERM", workersUp, func(c *chaos) { c.stopProc(false, syscall.SIGTERM) }},
+	{"worker frozen", workersUp, func(c *chaos) { c.freezeProc(false) }},
+	{"broker stopped", isUp("broker"), func(c *chaos) {
+		d := c.between(time.Second, 5*time.Second)
+		c.logf("broker: SIGTERM")
+		err := c.s.broker.Stop(c.t, syscall.SIGTERM)
+		c.logf("broker exited: %v", err)
+		c.takeDown("broker", d, func() { c.s.broker.Start(c.t) })
+	}},
+	{"broker frozen", isUp("broker"), func(c *chaos) {
+		c.freeze("broker", c.between(time.Second, 8*time.Second), c.s.broker.PID())
+	}},
+	{"redis killed", isUp("redis"), func(c *chaos) {
+		d := c.between(time.Second, 5*time.Second)
+		c.logf("redis: SIGKILL (it comes back empty)")
+		_ = c.s.redis.Stop(c.t, syscall.SIGKILL)
+		c.takeDown("redis", d, func() { c.s.redis.Start(c.t) })
+	}},
+	{"redis frozen", isUp("redis"), func(c *chaos) {
+		c.freeze("redis", c.between(time.Second, 8*time.Second), c.s.redis.PID())
+	}},
+	{"fan-out streams deleted", isUp("redis"), func(c *chaos) {
+		n, err := c.s.rdb.Del(context.Background(), message.FanoutStreams(c.s.prefix)...).Result()
+		if err != nil {
+			c.t.Fatalf("delete streams: %v", err)
+		}
+		c.logf("%d fan-out streams deleted", n)
+	}},
+	{"postgres stopped", isUp("postgres"), func(c *chaos) {
+		d := c.between(2*time.Second, 8*time.Second)
+		c.logf("postgres: fast shutdown")
+		c.s.pg.Stop()
+		c.takeDown("postgres", d, c.s.pg.Start)
+	}},
+	{"postgres frozen", isUp("postgres"), func(c *chaos) {
+		c.freeze("postgres", c.between(time.Second, 8*time.Second), c.s.pg.PIDs(c.t)...)
+	}},
+	{"postgres connections terminated", isUp("postgres"), func(c *chaos) {
+		c.logf("%d postgres connections terminated", c.terminateConnections())
+	}},
+}
+
+func gatewaysUp(c *chaos) bool { return len(c.procsUp(true)) > 0 }
+func workersUp(c *chaos) bool  { return len(c.procsUp(false)) > 0 }
+func isUp(name string) func(*chaos) bool {
+	return func(c *chaos) bool { return c.up(name) }
 }
 
 // fault starts one fault on something that is up: every kind once, in a
@@ -225,19 +290,22 @@ var chaosKinds = []string{
 func (c *chaos) fault() {
 	c.t.Helper()
 	if c.pending == nil {
-		c.pending = slices.Clone(chaosKinds)
+		c.pending = make([]int, len(chaosKinds))
+		for i := range c.pending {
+			c.pending[i] = i
+		}
 		c.rng.Shuffle(len(c.pending), func(i, j int) { c.pending[i], c.pending[j] = c.pending[j], c.pending[i] })
 	}
-	var able []string
+	var able []int
 	for _, k := range c.pending {
-		if c.able(k) {
+		if chaosKinds[k].able(c) {
 			able = append(able, k)
 			break
 		}
 	}
 	if len(able) == 0 {
-		for _, k := range chaosKinds {
-			if c.able(k) {
+		for k, kind := range chaosKinds {
+			if kind.able(c) {
 				able = append(able, k)
 			}
 		}
@@ -249,8 +317,8 @@ func (c *chaos) fault() {
 	if i := slices.Index(c.pending, k); i >= 0 {
 		c.pending = slices.Delete(c.pending, i, i+1)
 	}
-	c.counts[k]++
-	c.do(k)
+	c.counts[chaosKinds[k].name]++
+	chaosKinds[k].do(c)
 }
 
 func (c *chaos) up(name string) bool { _, ok := c.down[name]; return !ok }
@@ -270,66 +338,50 @@ func (c *chaos) procsUp(gateways bool) []*proc {
 	return up
 }
 
-// able reports whether fault kind k has something to act on.
-func (c *chaos) able(k string) bool {
-	switch k {
-	case "gateway SIGKILL", "gateway SIGTERM":
-		return len(c.procsUp(true)) > 0
-	case "worker SIGKILL", "worker SIGTERM":
-		return len(c.procsUp(false)) > 0
-	case "broker stopped":
-		return c.up("broker")
-	case "redis killed", "fan-out streams deleted":
-		return c.up("redis")
-	default: // postgres stopped, postgres connections terminated
-		return c.up("postgres")
-	}
+// stopProc stops a gateway (or a worker) that is up with sig, for 1–5 s.
+func (c *chaos) stopProc(gateway bool, sig syscall.Signal) {
+	c.t.Helper()
+	ps := c.procsUp(gateway)
+	p := ps[c.rng.IntN(len(ps))]
+	d := c.between(time.Second, 5*time.Second)
+	c.logf("%s: %v", p.Name, sig)
+	err := p.Stop(c.t, sig)
+	c.logf("%s exited: %v", p.Name, err)
+	c.takeDown(p.Name, d, func() { p.Start(c.t) })
 }
 
-// do starts fault kind k.
-func (c *chaos) do(k string) {
+// freezeProc freezes a gateway (or a worker) that is up, for 1–15 s.
+func (c *chaos) freezeProc(gateway bool) {
 	c.t.Helper()
-	s := c.s
-	switch k {
-	case "gateway SIGKILL", "gateway SIGTERM", "worker SIGKILL", "worker SIGTERM":
-		ps := c.procsUp(strings.HasPrefix(k, "gateway"))
-		p := ps[c.rng.IntN(len(ps))]
-		sig := syscall.SIGKILL
-		if strings.HasSuffix(k, "SIGTERM") {
-			sig = syscall.SIGTERM
-		}
-		d := c.between(time.Second, 5*time.Second)
-		c.logf("%s: %v", p.Name, sig)
-		err := p.Stop(c.t, sig)
-		c.logf("%s exited: %v", p.Name, err)
-		c.takeDown(p.Name, d, func() { p.Start(c.t) })
-	case "broker stopped":
-		d := c.between(time.Second, 5*time.Second)
-		c.logf("broker: SIGTERM")
-		err := s.broker.Stop(c.t, syscall.SIGTERM)
-		c.logf("broker exited: %v", err)
-		c.takeDown("broker", d, func() { s.broker.Start(c.t) })
-	case "redis killed":
-		d := c.between(time.Second, 5*time.Second)
-		c.logf("redis: SIGKILL (it comes back empty)")
-		_ = s.redis.Stop(c.t, syscall.SIGKILL)
-		c.takeDown("redis", d, func() { s.redis.Start(c.t) })
-	case "postgres stopped":
-		d := c.between(2*time.Second, 8*time.Second)
-		c.logf("postgres: fast shutdown")
-		s.pg.Stop()
-		c.takeDown("postgres", d, s.pg.Start)
-	case "postgres connections terminated":
-		c.logf("%d postgres connections terminated", c.terminateConnections())
-	case "fan-out streams deleted":
-		n, err := s.rdb.Del(context.Background(), message.FanoutStreams(s.prefix)...).Result()
-		if err != nil {
-			c.t.Fatalf("delete streams: %v", err)
-		}
-		c.logf("%d fan-out streams deleted", n)
-	default:
-		c.t.Fatalf("unknown fault kind %q", k)
+	ps := c.procsUp(gateway)
+	p := ps[c.rng.IntN(len(ps))]
+	c.freeze(p.Name, c.between(time.Second, 15*time.Second), p.PID())
+}
+
+// freeze stops the processes pids (SIGSTOP) and marks name down for d; the
+// heal lets them go on (SIGCONT).
+func (c *chaos) freeze(name string, d time.Duration, pids ...int) {
+	c.t.Helper()
+	if len(pids) == 0 || slices.Contains(pids, 0) {
+		c.t.Fatalf("freeze %s: no process (%v)", name, pids)
 	}
+	signal := func(sig syscall.Signal) {
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, sig); err != nil {
+				c.t.Errorf("%s: %v to %d: %v", name, sig, pid, err)
+			}
+		}
+	}
+	c.logf("%s: SIGSTOP to %d processes", name, len(pids))
+	signal(syscall.SIGSTOP)
+	// A test that ends early must not leave a process frozen.
+	c.t.Cleanup(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	})
+	c.takeDown(name, d, func() { signal(syscall.SIGCONT) })
+	c.frozen[name] = true
 }
 
 // terminateConnections ends every session of the test's database.

@@ -183,3 +183,44 @@ func FreePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// PIDs are the server's processes: the postmaster (from postmaster.pid)
+// and its children (backends and background processes), for a test that
+// freezes the whole server with SIGSTOP.
+func (s *PGServer) PIDs(t testing.TB) []int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.Data(), "postmaster.pid"))
+	if err != nil {
+		t.Fatalf("postgres pids: %v", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pm, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		t.Fatalf("postgres pids: postmaster.pid starts with %q", first)
+	}
+	pids := []int{pm}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatalf("postgres pids: %v", err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pm) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}

@@ -85,6 +85,15 @@ func TestServeReadinessAndShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
+	// A session left idle inside a transaction (a refresh's, by a gateway
+	// frozen or cut off) is ended by the server.
+	var idle string
+	if err := a.Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&idle); err != nil {
+		t.Fatal(err)
+	}
+	if idle != "10s" {
+		t.Errorf("idle_in_transaction_session_timeout = %q, want 10s", idle)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
