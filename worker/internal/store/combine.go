@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -135,6 +136,9 @@ func (c *Combiner) store(round []*combineCall) {
 	}
 	w, err := c.s.writeTagged(ctx, recs, 1)
 	if err != nil {
+		if c.s.opts.OnRetry != nil && ctx.Err() == nil {
+			c.s.opts.OnRetry(fmt.Errorf("combined transaction of %d batches: %w", len(round), err), Transient(err), 0)
+		}
 		for _, call := range round {
 			call.own = true
 		}

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -111,7 +112,16 @@ func TestCombinerFallsBackToEachCaller(t *testing.T) {
 	f := newFixture(t, 1, 3)
 	ctx := context.Background()
 	f.rejectBoom(t)
-	s := store.New(f.pool, store.Options{MaxAttempts: 2, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	var mu sync.Mutex
+	var combined []string // the failed combined tries, reported as try 0
+	s := store.New(f.pool, store.Options{MaxAttempts: 2, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+		OnRetry: func(err error, transient bool, try int) {
+			if try == 0 {
+				mu.Lock()
+				combined = append(combined, fmt.Sprintf("%v (transient %v)", err, transient))
+				mu.Unlock()
+			}
+		}})
 	c := store.NewCombiner(s, 0, 0)
 
 	lock := f.lockRoom(t, f.rooms[0])
@@ -147,6 +157,12 @@ func TestCombinerFallsBackToEachCaller(t *testing.T) {
 	}
 	if d := f.deadLetters(t); len(d) != 1 {
 		t.Errorf("dead letters: %v, want the rejected record", d)
+	}
+	// The failed combined try is reported once, as try 0, not transient.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(combined) != 1 || !strings.Contains(combined[0], "combined transaction of 2 batches") || !strings.Contains(combined[0], "transient false") {
+		t.Errorf("failed combined tries reported: %q, want one of 2 batches, not transient", combined)
 	}
 }
 

@@ -49,7 +49,9 @@ type Options struct {
 	// (defaults 50ms and 5s).
 	MinBackoff, MaxBackoff time.Duration
 	// OnRetry, when set, is called after every failed try with the error,
-	// whether it is transient and the number of the try (from 1).
+	// whether it is transient and the number of the try (from 1; 0 for a
+	// Combiner's combined try, after which each batch in it is stored by
+	// its own Save).
 	OnRetry func(err error, transient bool, try int)
 	// BeforeCommit, when set, is called after a batch's new rows are
 	// inserted and before its transaction commits (a fault tests' crash
