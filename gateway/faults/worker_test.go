@@ -97,14 +97,16 @@ func freezeAt(t *testing.T, failpoint string) {
 	if strings.HasPrefix(failpoint, "in-tx") {
 		// The freeze holds a transaction open: a session idle in one for
 		// a second can only be worker-1's (a running batch is idle in its
-		// transaction for well under a millisecond).
+		// transaction for well under a millisecond). It may hold more than
+		// one, when a batch it stores on its own runs beside a combined
+		// transaction.
 		var n int
 		if err := s.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND state = 'idle in transaction' AND now() - state_change > interval '900 ms'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n != 1 {
-			t.Fatalf("%d sessions idle in a transaction for a second after worker-1 froze at %s, want 1", n, failpoint)
+		if n < 1 {
+			t.Fatalf("no session idle in a transaction for a second after worker-1 froze at %s", failpoint)
 		}
 	}
 	acked := w.ackedKeys()
@@ -144,8 +146,8 @@ func freezeAt(t *testing.T, failpoint string) {
 	s.waitCommitted(t, time.Minute)
 	s.checkOffsets(t)
 	w.recoveries(t, r, "wake", woke)
-	t.Logf("worker-1 after waking: assignment lost %d times, partitions assigned %d times",
-		victim.LogCount("assignment lost"), victim.LogCount("partitions assigned"))
+	t.Logf("worker-1 after waking: %d failed store tries logged, assignment lost %d times, partitions assigned %d times",
+		victim.LogCount("store batch failed"), victim.LogCount("assignment lost"), victim.LogCount("partitions assigned"))
 }
 
 // TestFaultWorkerFrozenInTransaction freezes a worker inside a batch's
