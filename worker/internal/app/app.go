@@ -66,6 +66,11 @@ type Config struct {
 	// MaxAttempts is how many failed tries of a batch (transient errors
 	// aside) come before its records are tried one by one and dead-lettered.
 	MaxAttempts int `env:"MAX_ATTEMPTS" envDefault:"5"`
+	// StoreTryTimeout bounds one try of a batch in PostgreSQL
+	// (store.Options.TryTimeout): a try still running after it is
+	// abandoned and retried on a new connection. A healthy batch takes
+	// milliseconds.
+	StoreTryTimeout time.Duration `env:"STORE_TRY_TIMEOUT" envDefault:"30s"`
 	// FanoutMaxLen trims each fan-out stream to about this many entries.
 	FanoutMaxLen int64 `env:"FANOUT_MAXLEN" envDefault:"10000"`
 	// MaxContent is the content length limit, in characters; keep it the
@@ -179,6 +184,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	st := store.New(pool, store.Options{
 		MaxAttempts: cfg.MaxAttempts,
 		MaxContent:  cfg.MaxContent,
+		TryTimeout:  cfg.StoreTryTimeout,
 		OnRetry: func(err error, transient bool, try int) {
 			if transient {
 				mt.RetriesTransient.Inc()

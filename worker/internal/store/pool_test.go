@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"rooms/shared/testenv"
 	"rooms/worker/internal/store"
 )
 
@@ -232,4 +234,87 @@ func TestStalledTransactionFreesItsRooms(t *testing.T) {
 	if n != 2 || maxSeq != 2 || last != 2 {
 		t.Fatalf("room holds %d messages up to seq %d, last_seq %d; want 2, 2, 2", n, maxSeq, last)
 	}
+}
+
+// TestHungTryIsAbandonedAndRetried freezes a private PostgreSQL server
+// (SIGSTOP to the postmaster and every backend: the connections stay open
+// and nothing answers, as with a server cut off without a reset) while a
+// batch is being stored. With TryTimeout each hung try is abandoned and
+// retried as a transient error, on a new connection, until the server
+// answers again; then the batch is stored once. Without it the try would
+// wait on its connection for as long as the kernel keeps it.
+func TestHungTryIsAbandonedAndRetried(t *testing.T) {
+	srv := testenv.StartPGServer(t)
+	f := fixtureOn(t, srv.Database(), 1, 1)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var retries []string
+	transient := 0
+	st := store.New(f.pool, store.Options{TryTimeout: 300 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		OnRetry: func(err error, tr bool, try int) {
+			mu.Lock()
+			defer mu.Unlock()
+			retries = append(retries, fmt.Sprintf("try %d (transient %v): %v", try, tr, err))
+			if tr {
+				transient++
+			}
+		}})
+	if _, err := st.Save(ctx, []store.Record{f.rec(t, newUUID(), f.rooms[0], f.users[0], "before", "b-1")}); err != nil {
+		t.Fatal(err)
+	}
+
+	pids := srv.PIDs(t)
+	signal := func(sig syscall.Signal) {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, sig)
+		}
+	}
+	signal(syscall.SIGSTOP)
+	t.Cleanup(func() { signal(syscall.SIGCONT) })
+	type saved struct {
+		res store.Result
+		err error
+	}
+	done := make(chan saved, 1)
+	rec := f.rec(t, newUUID(), f.rooms[0], f.users[0], "while frozen", "w-1")
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		res, err := st.Save(sctx, []store.Record{rec})
+		done <- saved{res, err}
+	}()
+	testenv.WaitFor(t, "three hung tries abandoned while the server is frozen", 30*time.Second, nil, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return transient >= 3
+	})
+	select {
+	case r := <-done:
+		t.Fatalf("the batch finished while the server was frozen: %+v", r)
+	default:
+	}
+	signal(syscall.SIGCONT)
+	var r saved
+	select {
+	case r = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the batch was not stored within a minute of the server answering again")
+	}
+	if r.err != nil {
+		t.Fatalf("after the server answered again: %v", r.err)
+	}
+	if len(r.res.Messages) != 1 || r.res.Messages[0].Seq != 2 {
+		t.Fatalf("stored %+v, want the message at seq 2", r.res.Messages)
+	}
+	if got := f.messages(t); len(got) != 2 {
+		t.Fatalf("stored rows %v, want 2", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range retries {
+		if !strings.Contains(s, "transient true") {
+			t.Errorf("a try failed with an error not taken as transient: %s", s)
+		}
+	}
+	t.Logf("%d tries abandoned while frozen; first: %s", len(retries), retries[0])
 }

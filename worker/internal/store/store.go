@@ -45,6 +45,14 @@ type Options struct {
 	// MaxContent is the content length limit in characters
 	// (default message.DefaultMaxContent).
 	MaxContent int
+	// TryTimeout bounds one try of a batch, from taking a connection to
+	// the COMMIT (0: no bound). A try that has not finished by then is
+	// abandoned, its connection closed, and retried as a transient error
+	// on a new connection: a server that stopped answering without
+	// closing the connection (a failover to another host, a network cut)
+	// would otherwise hold the batch until the kernel gives up on the
+	// connection, minutes later.
+	TryTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the pause between retries
 	// (defaults 50ms and 5s).
 	MinBackoff, MaxBackoff time.Duration
@@ -250,6 +258,11 @@ var errStoredBefore = errors.New("the batch repeats stored messages")
 // unique index for each row before inserting it, and the insert checks
 // them anyway.
 func (s *Store) writeTagged(ctx context.Context, recs []Record, attempts int) (written, error) {
+	if s.opts.TryTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.TryTimeout)
+		defer cancel()
+	}
 	if attempts <= 1 {
 		res, err := s.writeOnce(ctx, recs, attempts, false)
 		if !errors.Is(err, errStoredBefore) {

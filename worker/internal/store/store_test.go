@@ -26,7 +26,12 @@ type fixture struct {
 
 func newFixture(t *testing.T, users, rooms int) *fixture {
 	t.Helper()
-	db := testenv.Postgres(t)
+	return fixtureOn(t, testenv.Postgres(t), users, rooms)
+}
+
+// fixtureOn is newFixture on a database of the test's choosing.
+func fixtureOn(t *testing.T, db *testenv.Database, users, rooms int) *fixture {
+	t.Helper()
 	f := &fixture{pool: db.Pool}
 	ctx := context.Background()
 	for i := range users {
