@@ -89,9 +89,9 @@ func freezeAt(t *testing.T, failpoint string) {
 	w.run(1_000_000, 20*time.Millisecond, 20*time.Second, 5*time.Minute)
 	testenv.WaitFor(t, "worker-1 frozen at "+failpoint, 40*time.Second, victim.Exited(), victim.Frozen)
 	frozen := time.Now()
-	pid := victim.PID()
-	// A test that fails while worker-1 is frozen must not leave it so.
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	// Stopped by its failpoint already; Freeze gives the thaw, and thaws
+	// it if the test ends first.
+	thaw := testenv.Freeze(t, victim.PID())
 
 	time.Sleep(time.Second)
 	if strings.HasPrefix(failpoint, "in-tx") {
@@ -129,9 +129,7 @@ func freezeAt(t *testing.T, failpoint string) {
 
 	// Frozen a little longer, so that more passes worker-1 by.
 	time.Sleep(2 * time.Second)
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-		t.Fatalf("SIGCONT worker-1: %v", err)
-	}
+	thaw()
 	woke := time.Now()
 	r.measure("frozen_s", woke.Sub(frozen).Seconds())
 	// The zombie's next moves: its store retried, its offsets refused or
@@ -154,7 +152,7 @@ func freezeAt(t *testing.T, failpoint string) {
 // transaction: its rows are inserted, not committed, and its rooms' row
 // locks are held. The other worker gets the partitions when the frozen
 // one's group session times out, and the rooms' locks when PostgreSQL ends
-// the idle transaction (worker/internal/store.TunePool); without that
+// the idle transaction (shared/config.PostgresSessionDefaults); without that
 // timeout those rooms would stall for as long as the freeze lasts.
 func TestFaultWorkerFrozenInTransaction(t *testing.T) { freezeAt(t, "in-tx:15") }
 

@@ -208,17 +208,7 @@ func (s *PGServer) PIDs(t testing.TB) []int {
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue // gone meanwhile
-		}
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pm) {
+		if f := procStat(pid); len(f) > 1 && f[1] == strconv.Itoa(pm) {
 			pids = append(pids, pid)
 		}
 	}

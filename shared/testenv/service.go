@@ -115,13 +115,8 @@ func (p *Service) Frozen() bool {
 	if pid == 0 {
 		return false
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// pid (comm) state ...: comm may hold spaces and parentheses.
-	i := strings.LastIndexByte(string(b), ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
+	f := procStat(pid)
+	return len(f) > 0 && f[0] == "T"
 }
 
 // Stop sends sig and waits (at most 60 s, then SIGKILL) for the exit; it

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -263,14 +262,7 @@ func TestHungTryIsAbandonedAndRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pids := srv.PIDs(t)
-	signal := func(sig syscall.Signal) {
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, sig)
-		}
-	}
-	signal(syscall.SIGSTOP)
-	t.Cleanup(func() { signal(syscall.SIGCONT) })
+	thaw := testenv.Freeze(t, srv.PIDs(t)...)
 	type saved struct {
 		res store.Result
 		err error
@@ -293,7 +285,7 @@ func TestHungTryIsAbandonedAndRetried(t *testing.T) {
 		t.Fatalf("the batch finished while the server was frozen: %+v", r)
 	default:
 	}
-	signal(syscall.SIGCONT)
+	thaw()
 	var r saved
 	select {
 	case r = <-done:
