@@ -21,6 +21,31 @@ type Postgres struct {
 	MaxConns int32  `env:"PG_MAX_CONNS" envDefault:"16"`
 }
 
+// IdleInTransactionTimeout is the idle_in_transaction_session_timeout that
+// PostgresSessionDefaults gives both binaries' sessions.
+const IdleInTransactionTimeout = "10s"
+
+// PostgresSessionDefaults sets, in a pool's run-time parameters, the
+// session settings both binaries rely on, unless the connection string
+// sets them.
+//
+// idle_in_transaction_session_timeout: a transaction holds row locks (a
+// worker's batch its rooms', a gateway's token refresh its login's tokens)
+// and leaves the server waiting on its client for well under a millisecond
+// between round trips. A process that stops between them (its machine
+// paused, or cut off without a reset) would hold the locks until its
+// connection ended: for a peer that never answers, after the kernel's
+// keepalive of two hours. The server ends such a session after 10 s, the
+// same as the workers' session timeout in the consumer group
+// (KAFKA_SESSION_TIMEOUT), so a worker's partitions and its rooms' locks
+// come free together. A process that wakes after that finds its connection
+// gone and retries (a fault test: TestFaultWorkerFrozenInTransaction).
+func PostgresSessionDefaults(params map[string]string) {
+	if _, ok := params["idle_in_transaction_session_timeout"]; !ok {
+		params["idle_in_transaction_session_timeout"] = IdleInTransactionTimeout
+	}
+}
+
 // Redis configures the fan-out bus, presence, tickets and rate limits.
 type Redis struct {
 	Addr     string `env:"REDIS_ADDR" envDefault:"127.0.0.1:6379"`

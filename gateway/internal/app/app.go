@@ -102,14 +102,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, errors.New("parse DATABASE_URL: invalid connection string")
 	}
 	pgcfg.MaxConns = cfg.Postgres.MaxConns
-	// A refresh locks its login's tokens for a few round trips; a gateway
-	// that freezes or is cut off inside one would hold them (and block
-	// that login's refreshes) until its connection ended, for a silent
-	// peer after the kernel's two-hour keepalive. The server ends such a
-	// session after 10 s instead, as for the workers' batches.
-	if _, ok := pgcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
-		pgcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "10s"
-	}
+	// A token refresh locks its login's tokens for a few round trips.
+	config.PostgresSessionDefaults(pgcfg.ConnConfig.RuntimeParams)
 	if a.Pool, err = pgxpool.NewWithConfig(cctx, pgcfg); err != nil {
 		return nil, fmt.Errorf("postgres pool: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"rooms/gateway/internal/app"
+	"rooms/shared/config"
 	"rooms/shared/testenv"
 )
 
@@ -91,8 +92,8 @@ func TestServeReadinessAndShutdown(t *testing.T) {
 	if err := a.Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&idle); err != nil {
 		t.Fatal(err)
 	}
-	if idle != "10s" {
-		t.Errorf("idle_in_transaction_session_timeout = %q, want 10s", idle)
+	if idle != config.IdleInTransactionTimeout {
+		t.Errorf("idle_in_transaction_session_timeout = %q, want %s", idle, config.IdleInTransactionTimeout)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"rooms/shared/config"
 	"rooms/shared/testenv"
 	"rooms/worker/internal/store"
 )
@@ -127,8 +128,8 @@ func TestStalledTransactionFreesItsRooms(t *testing.T) {
 		t.Fatal(err)
 	}
 	store.TunePool(cfg)
-	if got := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; got != store.IdleInTransactionTimeout {
-		t.Fatalf("TunePool set idle_in_transaction_session_timeout %q, want %q", got, store.IdleInTransactionTimeout)
+	if got := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; got != config.IdleInTransactionTimeout {
+		t.Fatalf("TunePool set idle_in_transaction_session_timeout %q, want %q", got, config.IdleInTransactionTimeout)
 	}
 	plain, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -139,8 +140,8 @@ func TestStalledTransactionFreesItsRooms(t *testing.T) {
 	if err := plain.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&shown); err != nil {
 		t.Fatal(err)
 	}
-	if shown != store.IdleInTransactionTimeout {
-		t.Fatalf("a tuned session shows idle_in_transaction_session_timeout %q, want %q", shown, store.IdleInTransactionTimeout)
+	if shown != config.IdleInTransactionTimeout {
+		t.Fatalf("a tuned session shows idle_in_transaction_session_timeout %q, want %q", shown, config.IdleInTransactionTimeout)
 	}
 
 	// A short timeout from the connection string.

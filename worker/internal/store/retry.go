@@ -142,7 +142,7 @@ func Transient(err error) bool {
 			pgErr.Code == "40001",                // serialization_failure
 			pgErr.Code == "40P01",                // deadlock_detected
 			pgErr.Code == "55P03",                // lock_not_available
-			pgErr.Code == "25P03",                // idle_in_transaction_session_timeout (TunePool)
+			pgErr.Code == "25P03",                // idle_in_transaction_session_timeout (config.PostgresSessionDefaults)
 			pgErr.Code == "57014":                // query_canceled (statement timeout)
 			return true
 		}
