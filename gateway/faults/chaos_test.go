@@ -9,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"rooms/shared/message"
+	"rooms/shared/testenv"
 )
 
 // TestFaultChaos runs the suite's faults together: for FAULTS_CHAOS_TIME
@@ -101,16 +101,14 @@ type chaos struct {
 
 	down    map[string]time.Time // what is down, until when
 	heals   map[string]func()
-	frozen  map[string]bool // what is down is frozen, not stopped
-	pending []int           // indexes of the kinds not yet drawn
+	pending []int // indexes of the kinds not yet drawn
 	maxDown int
 	counts  map[string]int
 }
 
 func newChaos(t *testing.T, s *stack, seed uint64) *chaos {
 	return &chaos{t: t, s: s, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		start: time.Now(), down: map[string]time.Time{}, heals: map[string]func(){}, frozen: map[string]bool{},
-		counts: map[string]int{}}
+		start: time.Now(), down: map[string]time.Time{}, heals: map[string]func(){}, counts: map[string]int{}}
 }
 
 func (c *chaos) logf(format string, args ...any) {
@@ -188,23 +186,15 @@ func (c *chaos) healAll() {
 	}
 }
 
-// heal brings name back. A gateway that starts again is ready only with
-// PostgreSQL, Redis and the broker up, so those are healed first if they
-// are down (a frozen gateway just goes on).
+// heal brings name back.
 func (c *chaos) heal(name string) {
 	c.t.Helper()
 	if _, ok := c.down[name]; !ok {
 		return
 	}
-	if strings.HasPrefix(name, "gw-") && !c.frozen[name] {
-		for _, n := range infra {
-			c.heal(n)
-		}
-	}
 	h := c.heals[name]
 	delete(c.down, name)
 	delete(c.heals, name)
-	delete(c.frozen, name)
 	h()
 	c.logf("%s back", name)
 }
@@ -290,11 +280,7 @@ func isUp(name string) func(*chaos) bool {
 func (c *chaos) fault() {
 	c.t.Helper()
 	if c.pending == nil {
-		c.pending = make([]int, len(chaosKinds))
-		for i := range c.pending {
-			c.pending[i] = i
-		}
-		c.rng.Shuffle(len(c.pending), func(i, j int) { c.pending[i], c.pending[j] = c.pending[j], c.pending[i] })
+		c.pending = c.rng.Perm(len(chaosKinds))
 	}
 	var able []int
 	for _, k := range c.pending {
@@ -347,7 +333,16 @@ func (c *chaos) stopProc(gateway bool, sig syscall.Signal) {
 	c.logf("%s: %v", p.Name, sig)
 	err := p.Stop(c.t, sig)
 	c.logf("%s exited: %v", p.Name, err)
-	c.takeDown(p.Name, d, func() { p.Start(c.t) })
+	c.takeDown(p.Name, d, func() {
+		if gateway {
+			// A gateway is ready only with PostgreSQL, Redis and the
+			// broker up: those are healed first if they are down.
+			for _, n := range infra {
+				c.heal(n)
+			}
+		}
+		p.Start(c.t)
+	})
 }
 
 // freezeProc freezes a gateway (or a worker) that is up, for 1–15 s.
@@ -365,23 +360,8 @@ func (c *chaos) freeze(name string, d time.Duration, pids ...int) {
 	if len(pids) == 0 || slices.Contains(pids, 0) {
 		c.t.Fatalf("freeze %s: no process (%v)", name, pids)
 	}
-	signal := func(sig syscall.Signal) {
-		for _, pid := range pids {
-			if err := syscall.Kill(pid, sig); err != nil {
-				c.t.Errorf("%s: %v to %d: %v", name, sig, pid, err)
-			}
-		}
-	}
 	c.logf("%s: SIGSTOP to %d processes", name, len(pids))
-	signal(syscall.SIGSTOP)
-	// A test that ends early must not leave a process frozen.
-	c.t.Cleanup(func() {
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	})
-	c.takeDown(name, d, func() { signal(syscall.SIGCONT) })
-	c.frozen[name] = true
+	c.takeDown(name, d, testenv.Freeze(c.t, pids...))
 }
 
 // terminateConnections ends every session of the test's database.
