@@ -6,6 +6,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"reflect"
@@ -85,9 +86,38 @@ func Parse[T any](getenv func(string) string) (T, error) {
 		}
 	}
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: environ}); err != nil {
-		return cfg, fmt.Errorf("parse config: %w", err)
+		return cfg, fmt.Errorf("parse config: %w", named(err, reflect.TypeOf(cfg), environ))
 	}
 	return cfg, nil
+}
+
+// named rewrites the parse errors of err, which name a struct field
+// ("parse error on field \"BatchLinger\""), to name the environment
+// variable that was set and its value instead: that is what the user wrote.
+// Errors of other kinds are kept as they are.
+func named(err error, t reflect.Type, environ map[string]string) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	var msgs []string
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			var set []string
+			for _, f := range envFields(t) {
+				if v, ok := environ[f.env]; ok && f.field == pe.Name {
+					set = append(set, fmt.Sprintf("%s=%q", f.env, v))
+				}
+			}
+			if len(set) > 0 {
+				msgs = append(msgs, fmt.Sprintf("%s: %v", strings.Join(set, " or "), pe.Err))
+				continue
+			}
+		}
+		msgs = append(msgs, e.Error())
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 // Names lists the environment variable names cfg (a struct or a pointer to
@@ -99,6 +129,20 @@ func Names(cfg any) []string {
 
 func envNames(t reflect.Type) []string {
 	var names []string
+	for _, f := range envFields(t) {
+		names = append(names, f.env)
+	}
+	return names
+}
+
+// envField is a struct field that reads an environment variable.
+type envField struct{ field, env string }
+
+// envFields lists the fields of t (a struct or a pointer to one) that read
+// an environment variable, in field order, including those of embedded and
+// nested structs.
+func envFields(t reflect.Type) []envField {
+	var fields []envField
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -108,14 +152,14 @@ func envNames(t reflect.Type) []string {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		if name, ok := f.Tag.Lookup("env"); ok {
-			names = append(names, strings.Split(name, ",")[0])
+			fields = append(fields, envField{f.Name, strings.Split(name, ",")[0]})
 			continue
 		}
 		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
-			names = append(names, envNames(f.Type)...)
+			fields = append(fields, envFields(f.Type)...)
 		}
 	}
-	return names
+	return fields
 }
 
 // Redacted returns the configuration as a flat map from environment variable

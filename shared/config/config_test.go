@@ -45,6 +45,27 @@ func TestParseRejectsBadValues(t *testing.T) {
 	}
 }
 
+// TestParseErrorsNameTheVariable checks that a bad value is reported with
+// the environment variable and the value the user set, every bad one, not
+// with the Go field that reads it.
+func TestParseErrorsNameTheVariable(t *testing.T) {
+	env := map[string]string{"TEST_PORT": "eighty", "SHUTDOWN_TIMEOUT": "soon", "REDIS_ADDR": "fine:1"}
+	_, err := config.Parse[testConfig](func(k string) string { return env[k] })
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{`TEST_PORT="eighty"`, `SHUTDOWN_TIMEOUT="soon"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	for _, field := range []string{`"Port"`, `"Timeout"`, "REDIS_ADDR"} {
+		if strings.Contains(err.Error(), field) {
+			t.Errorf("error %q names %s", err, field)
+		}
+	}
+}
+
 func TestNames(t *testing.T) {
 	type nested struct {
 		Inner string `env:"INNER,required"`
