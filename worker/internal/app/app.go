@@ -95,6 +95,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if cfg.StoreTryTimeout < 0 {
+		return fmt.Errorf("STORE_TRY_TIMEOUT must be 0 (no limit) or positive, not %s", cfg.StoreTryTimeout)
+	}
 	if cfg.WorkerID == "" {
 		host, _ := os.Hostname()
 		cfg.WorkerID = host + "-" + strconv.Itoa(os.Getpid())
