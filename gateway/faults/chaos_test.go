@@ -262,7 +262,9 @@ var chaosKinds = []chaosKind{
 		c.takeDown("postgres", d, c.s.pg.Start)
 	}},
 	{"postgres frozen", isUp("postgres"), func(c *chaos) {
-		c.freeze("postgres", c.between(time.Second, 8*time.Second), c.s.pg.PIDs(c.t)...)
+		d := c.between(time.Second, 8*time.Second)
+		c.logf("postgres: SIGSTOP to the postmaster and its children")
+		c.takeDown("postgres", d, c.s.pg.Freeze(c.t))
 	}},
 	{"postgres connections terminated", isUp("postgres"), func(c *chaos) {
 		c.logf("%d postgres connections terminated", c.terminateConnections())

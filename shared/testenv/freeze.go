@@ -6,13 +6,16 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Freeze stops the processes pids with SIGSTOP: their connections stay
 // open and silent, as with a machine that pauses or a network that drops
 // everything without a reset. It returns thaw, which lets them go on
 // (SIGCONT); a test that ends before thaw thaws them itself. A failed
-// signal fails the test.
+// signal fails the test. Freeze returns once every process has stopped
+// (kill only queues the signal), so a process that forks has no child
+// from then on that was not there when Freeze returned.
 func Freeze(t testing.TB, pids ...int) (thaw func()) {
 	t.Helper()
 	signal := func(sig syscall.Signal) {
@@ -23,6 +26,20 @@ func Freeze(t testing.TB, pids ...int) (thaw func()) {
 		}
 	}
 	signal(syscall.SIGSTOP)
+	for _, pid := range pids {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			f := procStat(pid)
+			if f == nil || f[0] == "T" || f[0] == "t" || f[0] == "Z" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("process %d not stopped 10 s after SIGSTOP (state %s)", pid, f[0])
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	t.Cleanup(func() {
 		for _, pid := range pids {
 			_ = syscall.Kill(pid, syscall.SIGCONT)

@@ -184,33 +184,42 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// PIDs are the server's processes: the postmaster (from postmaster.pid)
-// and its children (backends and background processes), for a test that
-// freezes the whole server with SIGSTOP.
-func (s *PGServer) PIDs(t testing.TB) []int {
+// Freeze stops the whole server with SIGSTOP (see Freeze): the postmaster
+// first, so that it starts no backend while its children are listed, then
+// every child (backends and background processes). Its connections stay
+// open and nothing answers, as with a server cut off without a reset.
+func (s *PGServer) Freeze(t testing.TB) (thaw func()) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(s.Data(), "postmaster.pid"))
 	if err != nil {
-		t.Fatalf("postgres pids: %v", err)
+		t.Fatalf("postgres pid: %v", err)
 	}
 	first, _, _ := strings.Cut(string(b), "\n")
 	pm, err := strconv.Atoi(strings.TrimSpace(first))
 	if err != nil {
-		t.Fatalf("postgres pids: postmaster.pid starts with %q", first)
+		t.Fatalf("postgres pid: postmaster.pid starts with %q", first)
 	}
-	pids := []int{pm}
+	thawPostmaster := Freeze(t, pm)
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatalf("postgres pids: %v", err)
 	}
+	var children []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
 		if f := procStat(pid); len(f) > 1 && f[1] == strconv.Itoa(pm) {
-			pids = append(pids, pid)
+			children = append(children, pid)
 		}
 	}
-	return pids
+	if len(children) == 0 {
+		t.Fatalf("postgres: no child of postmaster %d", pm)
+	}
+	thawChildren := Freeze(t, children...)
+	return func() {
+		thawChildren()
+		thawPostmaster()
+	}
 }

@@ -263,7 +263,7 @@ func TestHungTryIsAbandonedAndRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	thaw := testenv.Freeze(t, srv.PIDs(t)...)
+	thaw := srv.Freeze(t)
 	type saved struct {
 		res store.Result
 		err error
