@@ -62,14 +62,19 @@ type gateway struct {
 // answers 200. When the test ends it sends SIGTERM and checks exit code 0.
 func start(t *testing.T, env ...string) *gateway {
 	t.Helper()
-	db := testenv.Postgres(t)
 	rdb, prefix := testenv.Redis(t)
+	return startOn(t, testenv.Postgres(t), testenv.RedisAddr(), rdb, prefix, env...)
+}
+
+// startOn is start against the given database and Redis server.
+func startOn(t *testing.T, db *testenv.Database, redisAddr string, rdb *redis.Client, prefix string, env ...string) *gateway {
+	t.Helper()
 	broker := testenv.Kafka(t)
 
 	gw := testenv.StartBinary(t, binary, append([]string{
 		"HTTP_ADDR=127.0.0.1:0",
 		"DATABASE_URL=" + db.DSN,
-		"REDIS_ADDR=" + testenv.RedisAddr(),
+		"REDIS_ADDR=" + redisAddr,
 		"REDIS_PREFIX=" + prefix,
 		"KAFKA_BROKERS=" + broker.ListenAddrs()[0],
 		"KAFKA_PARTITIONS=2",

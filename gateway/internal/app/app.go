@@ -197,6 +197,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		TrustedProxies: List(cfg.TrustedProxies),
 		ReadTimeout:    cfg.HTTPReadTimeout,
 		IdleTimeout:    cfg.HTTPIdleTimeout,
+		RequestTimeout: cfg.HTTPRequestTimeout,
 		Logger:         log,
 		Metrics:        a.Metrics.HTTP,
 	}); err != nil {

@@ -84,6 +84,10 @@ type Config struct {
 
 	HTTPReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"15s"`
 	HTTPIdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"120s"`
+	// HTTPRequestTimeout bounds the PostgreSQL and Redis calls of one REST
+	// request or WebSocket handshake; past it the request is answered 503
+	// unavailable instead of waiting on a database that stopped answering.
+	HTTPRequestTimeout time.Duration `env:"HTTP_REQUEST_TIMEOUT" envDefault:"10s"`
 }
 
 // ParseConfig parses and checks the configuration.
@@ -118,6 +122,8 @@ func ParseConfig(getenv func(string) string) (Config, error) {
 		return cfg, fmt.Errorf("WS_MAX_CONNS and WS_MAX_CONNS_PER_USER must be at least 1")
 	case cfg.ReplicaMaxLag <= 0:
 		return cfg, fmt.Errorf("DATABASE_REPLICA_MAX_LAG must be positive")
+	case cfg.HTTPReadTimeout < 0 || cfg.HTTPIdleTimeout < 0 || cfg.HTTPRequestTimeout <= 0:
+		return cfg, fmt.Errorf("HTTP_READ_TIMEOUT and HTTP_IDLE_TIMEOUT must not be negative and HTTP_REQUEST_TIMEOUT must be positive")
 	case cfg.MaxContent < 1:
 		return cfg, fmt.Errorf("MAX_CONTENT must be at least 1")
 	case strings.Contains(cfg.GatewayID, "|"):

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 
@@ -8,6 +9,7 @@ import (
 
 	"rooms/gateway/internal/auth"
 	"rooms/gateway/internal/store"
+	"rooms/shared/retry"
 )
 
 // Error kinds. A handler returns an *Error of one of these kinds (or a
@@ -67,8 +69,14 @@ func validation(message string) *Error { return NewError(KindValidation, message
 
 var errNotFound = NewError(KindNotFound, "not found")
 
+// errDependency answers a request that failed because PostgreSQL or Redis
+// could not answer in time (retry.Transient).
+var errDependency = &Error{Kind: KindUnavailable, Message: "the service cannot reach its database right now; try again", RetryAfter: 1}
+
 // errorFor translates any error into the *Error to answer with. The boolean
-// is true when err is a server fault that must be logged.
+// is true when err must be logged: a server fault (kind internal_error,
+// logged as an error) or a dependency that did not answer (unavailable,
+// logged as a warning).
 func errorFor(err error) (*Error, bool) {
 	var e *Error
 	var fe *fiber.Error
@@ -105,6 +113,11 @@ func errorFor(err error) (*Error, bool) {
 		if fe.Code >= 400 && fe.Code < 500 {
 			return NewError(KindBadRequest, "bad request"), false
 		}
+	case retry.Transient(err):
+		// PostgreSQL or Redis unreachable, restarting, out of connections
+		// or slower than the request's deadline: the request may succeed
+		// if tried again, and nothing about it is wrong.
+		return errDependency, true
 	}
 	return NewError(KindInternal, "internal server error"), true
 }
@@ -119,7 +132,11 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 			status = fiber.StatusInternalServerError
 		}
 		if fault {
-			log.Error("request failed", "method", c.Method(), "path", c.Path(), "request_id", RequestID(c), "err", err)
+			level := slog.LevelError
+			if e.Kind != KindInternal {
+				level = slog.LevelWarn
+			}
+			log.Log(context.Background(), level, "request failed", "method", c.Method(), "path", c.Path(), "request_id", RequestID(c), "err", err)
 		}
 		if e.RetryAfter > 0 {
 			c.Set(fiber.HeaderRetryAfter, itoa(e.RetryAfter))

@@ -56,6 +56,10 @@ type Options struct {
 	TrustedProxies []string
 
 	ReadTimeout, IdleTimeout time.Duration
+	// RequestTimeout bounds the PostgreSQL and Redis calls of one request
+	// (the context handlers get from c.UserContext()); a request still
+	// waiting on them past it is answered 503 unavailable. Zero: unbounded.
+	RequestTimeout time.Duration
 
 	// RoomUpgrade, when set, serves GET /api/chat/rooms/:id requests that
 	// are WebSocket upgrades; it is tried before the REST handler.
@@ -137,6 +141,7 @@ func New(o Options) (*Server, error) {
 	s.app.Use(requestID)
 	s.app.Use(s.logRequests)
 	s.app.Use(limitBody)
+	s.app.Use(s.deadline)
 	s.routes()
 	return s, nil
 }
@@ -312,6 +317,21 @@ func limitBody(c *fiber.Ctx) error {
 	if len(c.Request().Body()) > BodyLimit {
 		return NewError(KindTooLarge, "request body is larger than 64 KiB")
 	}
+	return c.Next()
+}
+
+// deadline gives the request's context (c.UserContext()) the deadline
+// RequestTimeout. fasthttp never cancels a handler's context, not even when
+// the client goes away, so without it a request whose query waits on a
+// database that stopped answering would hold its connection and goroutine
+// until the kernel gave up on the database connection, minutes later.
+func (s *Server) deadline(c *fiber.Ctx) error {
+	if s.o.RequestTimeout <= 0 {
+		return c.Next()
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.o.RequestTimeout)
+	defer cancel()
+	c.SetUserContext(ctx)
 	return c.Next()
 }
 

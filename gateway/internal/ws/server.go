@@ -403,6 +403,12 @@ func (s *Server) Upgrade() fiber.Handler {
 		}
 		claims, err := s.authenticate(c)
 		if err != nil {
+			if !errors.Is(err, auth.ErrInvalidToken) && !errors.Is(err, auth.ErrInvalidTicket) {
+				// The ticket could not be looked up (Redis did not
+				// answer): the client's credentials may be fine.
+				s.logger.Warn("websocket ticket lookup", "error", err)
+				return apiError(c, fiber.StatusServiceUnavailable, "unavailable", "service unavailable")
+			}
 			return apiError(c, fiber.StatusUnauthorized, "unauthorized", "missing or invalid access token")
 		}
 		roomID, err := strconv.ParseInt(c.Params("id"), 10, 64)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"rooms/shared/retry"
 )
 
 // Combiner stores the batches that several partitions hand it at about the
@@ -137,7 +139,7 @@ func (c *Combiner) store(round []*combineCall) {
 	w, err := c.s.writeTagged(ctx, recs, 1)
 	if err != nil {
 		if c.s.opts.OnRetry != nil && ctx.Err() == nil {
-			c.s.opts.OnRetry(fmt.Errorf("combined transaction of %d batches: %w", len(round), err), Transient(err), 0)
+			c.s.opts.OnRetry(fmt.Errorf("combined transaction of %d batches: %w", len(round), err), retry.Transient(err), 0)
 		}
 		for _, call := range round {
 			call.own = true

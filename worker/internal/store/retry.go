@@ -2,15 +2,8 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"sort"
-	"strings"
-	"syscall"
-
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"rooms/shared/message"
 	"rooms/shared/retry"
@@ -35,7 +28,7 @@ func (s *Store) Save(ctx context.Context, recs []Record) (Result, error) {
 		if ctx.Err() != nil {
 			return Result{}, fmt.Errorf("store batch of %d: %w", len(recs), ctx.Err())
 		}
-		transient := Transient(err)
+		transient := retry.Transient(err)
 		if !transient {
 			failures++
 			s.forgetUsers()
@@ -91,7 +84,7 @@ func (s *Store) saveOne(ctx context.Context, rec Record, attempts int) (Result, 
 		if ctx.Err() != nil {
 			return Result{}, fmt.Errorf("store record %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, ctx.Err())
 		}
-		transient := Transient(err)
+		transient := retry.Transient(err)
 		if !transient && lastErr == nil {
 			lastErr = err
 		}
@@ -124,50 +117,6 @@ func (s *Store) deadLetter(ctx context.Context, rec Record, reason string, attem
 // capped at MaxBackoff.
 func (s *Store) sleep(ctx context.Context, try int) error {
 	return retry.Sleep(ctx, retry.Backoff(s.opts.MinBackoff, s.opts.MaxBackoff, try))
-}
-
-// Transient reports whether err is worth retrying as it is: the database
-// unreachable, restarting or shutting down, a serialization failure or
-// deadlock, or a timeout.
-func Transient(err error) bool {
-	if err == nil {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources (too many connections)
-			strings.HasPrefix(pgErr.Code, "57P"), // admin/crash shutdown, cannot connect now
-			pgErr.Code == "40001",                // serialization_failure
-			pgErr.Code == "40P01",                // deadlock_detected
-			pgErr.Code == "55P03",                // lock_not_available
-			pgErr.Code == "25P03",                // idle_in_transaction_session_timeout (config.PostgresSessionDefaults)
-			pgErr.Code == "57014":                // query_canceled (statement timeout)
-			return true
-		}
-		return false
-	}
-	var connErr *pgconn.ConnectError
-	var netErr net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded),
-		pgconn.Timeout(err),
-		pgconn.SafeToRetry(err),
-		errors.As(err, &connErr),
-		errors.As(err, &netErr),
-		errors.Is(err, syscall.ECONNREFUSED),
-		errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF),
-		errors.Is(err, io.ErrUnexpectedEOF):
-		return true
-	}
-	// pgx reports a connection closed under a running query as a plain
-	// error; treat it like the others of its kind.
-	msg := err.Error()
-	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection reset") ||
-		strings.Contains(msg, "unexpected EOF")
 }
 
 func sortMessages(ms []message.Message) {

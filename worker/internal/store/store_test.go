@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"rooms/shared/message"
@@ -349,25 +348,6 @@ func TestSaveIsIdempotent(t *testing.T) {
 	}
 	if n := len(f.deadLetters(t)); n != 1 {
 		t.Fatalf("%d dead letters, want 1", n)
-	}
-}
-
-func TestTransient(t *testing.T) {
-	tests := []struct {
-		err  error
-		want bool
-	}{
-		{context.DeadlineExceeded, true},
-		{fmt.Errorf("x: %w", context.DeadlineExceeded), true},
-		{fmt.Errorf("plain"), false},
-		{nil, false},
-		{&pgconn.PgError{Code: "25P03"}, true}, // idle_in_transaction_session_timeout
-		{&pgconn.PgError{Code: "23505"}, false},
-	}
-	for _, tt := range tests {
-		if got := store.Transient(tt.err); got != tt.want {
-			t.Errorf("Transient(%v) = %v, want %v", tt.err, got, tt.want)
-		}
 	}
 }
 
