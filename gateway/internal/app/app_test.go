@@ -33,6 +33,7 @@ func TestParseConfig(t *testing.T) {
 		cfg.KafkaCompression != "lz4" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
+	// Each bad setting is refused with an error that names it.
 	bad := []map[string]string{
 		{"JWT_SECRET": "short"},
 		{"ACCESS_TTL": "0s"},
@@ -41,10 +42,26 @@ func TestParseConfig(t *testing.T) {
 		{"AUTH_RATE_LIMIT": "-1"},
 		{"GATEWAY_ID": "a|b"},
 		{"KAFKA_COMPRESSION": "brotli"},
+		{"KAFKA_LINGER": "-1ms"},
+		{"KAFKA_PARTITIONS": "0"},
+		{"KAFKA_MESSAGE_TIMEOUT": "0s"},
+		{"KAFKA_QUEUE_MAX": "0"},
+		{"KAFKA_BROKERS": " "},
+		{"PG_MAX_CONNS": "-1"},
+		{"LOG_LEVEL": "verbose"},
+		{"SHUTDOWN_TIMEOUT": "0s"},
+		{"SEND_RATE": "-1"},
+		{"WS_MAX_CONNS": "0"},
+		{"MAX_CONTENT": "0"},
+		{"HTTP_READ_TIMEOUT": "-1s"},
+		{"HTTP_REQUEST_TIMEOUT": "0s"},
 	}
 	for _, m := range bad {
-		if _, err := app.ParseConfig(env(m)); err == nil {
-			t.Errorf("%v accepted", m)
+		_, err := app.ParseConfig(env(m))
+		for k := range m {
+			if err == nil || !strings.Contains(err.Error(), k) {
+				t.Errorf("%v: err %v, want an error naming %s", m, err, k)
+			}
 		}
 	}
 	if got := app.List(" a, ,b ,"); len(got) != 2 || got[0] != "a" || got[1] != "b" {

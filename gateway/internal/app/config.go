@@ -103,6 +103,12 @@ func ParseConfig(getenv func(string) string) (Config, error) {
 		}
 		cfg.GatewayID = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
+	var c config.Checks
+	c.Shared(cfg.Postgres, cfg.Kafka, cfg.Log, cfg.Shutdown)
+	c.Want(cfg.KafkaLinger >= 0, "KAFKA_LINGER", cfg.KafkaLinger, "0 or positive")
+	if err := c.Err(); err != nil {
+		return cfg, err
+	}
 	switch {
 	case len(cfg.JWTSecret) < auth.MinSecretLen:
 		return cfg, fmt.Errorf("JWT_SECRET must be at least %d bytes", auth.MinSecretLen)
@@ -122,8 +128,10 @@ func ParseConfig(getenv func(string) string) (Config, error) {
 		return cfg, fmt.Errorf("WS_MAX_CONNS and WS_MAX_CONNS_PER_USER must be at least 1")
 	case cfg.ReplicaMaxLag <= 0:
 		return cfg, fmt.Errorf("DATABASE_REPLICA_MAX_LAG must be positive")
-	case cfg.HTTPReadTimeout < 0 || cfg.HTTPIdleTimeout < 0 || cfg.HTTPRequestTimeout <= 0:
-		return cfg, fmt.Errorf("HTTP_READ_TIMEOUT and HTTP_IDLE_TIMEOUT must not be negative and HTTP_REQUEST_TIMEOUT must be positive")
+	case cfg.HTTPReadTimeout < 0 || cfg.HTTPIdleTimeout < 0:
+		return cfg, fmt.Errorf("HTTP_READ_TIMEOUT and HTTP_IDLE_TIMEOUT must not be negative")
+	case cfg.HTTPRequestTimeout <= 0:
+		return cfg, fmt.Errorf("HTTP_REQUEST_TIMEOUT must be positive")
 	case cfg.MaxContent < 1:
 		return cfg, fmt.Errorf("MAX_CONTENT must be at least 1")
 	case strings.Contains(cfg.GatewayID, "|"):

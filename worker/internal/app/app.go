@@ -87,6 +87,22 @@ type Config struct {
 	AdminAddr string `env:"ADMIN_ADDR"`
 }
 
+// check refuses settings out of range, naming each.
+func (cfg Config) check() error {
+	var c config.Checks
+	c.Shared(cfg.Postgres, cfg.Kafka, cfg.Log, cfg.Shutdown)
+	c.Want(cfg.SessionTimeout > 0, "KAFKA_SESSION_TIMEOUT", cfg.SessionTimeout, "positive")
+	c.Want(cfg.FetchWait >= 0, "KAFKA_FETCH_WAIT", cfg.FetchWait, "0 or positive")
+	c.Want(cfg.FetchMinBytes >= 1, "KAFKA_FETCH_MIN_BYTES", cfg.FetchMinBytes, "at least 1")
+	c.Want(cfg.BatchSize >= 1, "BATCH_SIZE", cfg.BatchSize, "at least 1")
+	c.Want(cfg.BatchLinger >= 0, "BATCH_LINGER", cfg.BatchLinger, "0 or positive")
+	c.Want(cfg.TxInterval >= 0, "TX_INTERVAL", cfg.TxInterval, "0 or positive")
+	c.Want(cfg.MaxAttempts >= 1, "MAX_ATTEMPTS", cfg.MaxAttempts, "at least 1")
+	c.Want(cfg.StoreTryTimeout >= 0, "STORE_TRY_TIMEOUT", cfg.StoreTryTimeout, "0 (no limit) or positive")
+	c.Want(cfg.MaxContent >= 1, "MAX_CONTENT", cfg.MaxContent, "at least 1")
+	return c.Err()
+}
+
 // Run runs the worker until ctx ends, then shuts down within
 // SHUTDOWN_TIMEOUT: the in-flight batches are finished, their offsets
 // committed and the consumer closed.
@@ -95,8 +111,8 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if cfg.StoreTryTimeout < 0 {
-		return fmt.Errorf("STORE_TRY_TIMEOUT must be 0 (no limit) or positive, not %s", cfg.StoreTryTimeout)
+	if err := cfg.check(); err != nil {
+		return err
 	}
 	if cfg.WorkerID == "" {
 		host, _ := os.Hostname()
