@@ -127,6 +127,10 @@ func Names(cfg any) []string {
 	return envNames(reflect.TypeOf(cfg))
 }
 
+// EnvNames lists the environment variables the configuration struct T
+// reads, in field order.
+func EnvNames[T any]() []string { return envNames(reflect.TypeFor[T]()) }
+
 func envNames(t reflect.Type) []string {
 	var names []string
 	for _, f := range envFields(t) {
