@@ -25,7 +25,9 @@ import (
 // empty) and PostgreSQL, freezes any of them (SIGSTOP, then SIGCONT),
 // terminates the database's connections and deletes the fan-out streams,
 // with up to three faults at a time. Every kind of fault (chaosKinds) comes
-// once first, in a random order, then kinds at random. Each of the other
+// once first, in a random order, then kinds at random. Meanwhile every
+// REST request to a gateway must be answered 200 or 503 unavailable
+// (restProber). Each of the other
 // tests meets one fault on a healthy system; this one meets faults while
 // the system is still recovering from the last, such as a worker killed
 // while PostgreSQL is down or a gateway drained while the broker is away.
@@ -50,16 +52,20 @@ func TestFaultChaos(t *testing.T) {
 	s := newStack(t, stackOpts{privatePG: true, privateRedis: true,
 		// A short message timeout, so that sends held by a broker outage
 		// come back as unknown outcomes and are retried within the test.
-		gatewayEnv: []string{"KAFKA_MESSAGE_TIMEOUT=10s"}})
+		// Access tokens that outlive a long schedule, for the clients'
+		// reconnects and the REST probes.
+		gatewayEnv: []string{"KAFKA_MESSAGE_TIMEOUT=10s", "ACCESS_TTL=6h"}})
 	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
 	w.run(1_000_000, 100*time.Millisecond, 20*time.Second, length+5*time.Minute)
 	time.Sleep(2 * time.Second)
 
+	probe := startRESTProber(t, s, w.rooms[0], w.all[0].u.Access, 200*time.Millisecond)
 	c := newChaos(t, s, seed)
 	c.run(length)
 	c.healAll()
 	healed := time.Now()
 	w.stop()
+	probe.finish(r)
 	r.measure("chaos_seed", float64(seed))
 	faults := 0
 	for _, n := range c.counts {
