@@ -71,7 +71,7 @@ var errNotFound = NewError(KindNotFound, "not found")
 
 // errDependency answers a request that failed because PostgreSQL or Redis
 // could not answer in time (retry.Transient).
-var errDependency = &Error{Kind: KindUnavailable, Message: "the service cannot reach its database right now; try again", RetryAfter: 1}
+var errDependency = &Error{Kind: KindUnavailable, Message: "a service this request needs is not answering right now; try again", RetryAfter: 1}
 
 // errorFor translates any error into the *Error to answer with. The boolean
 // is true when err must be logged: a server fault (kind internal_error,
