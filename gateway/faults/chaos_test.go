@@ -54,7 +54,11 @@ func TestFaultChaos(t *testing.T) {
 		// come back as unknown outcomes and are retried within the test.
 		// Access tokens that outlive a long schedule, for the clients'
 		// reconnects and the REST probes.
-		gatewayEnv: []string{"KAFKA_MESSAGE_TIMEOUT=10s", "ACCESS_TTL=6h"}})
+		gatewayEnv: []string{"KAFKA_MESSAGE_TIMEOUT=10s", "ACCESS_TTL=6h"},
+		// Workers leave the group after 5 s without PostgreSQL or Redis
+		// (STEP_ASIDE_AFTER), so that the longer outages of the schedule
+		// make them leave and join again while other faults go on.
+		workerEnv: []string{"STEP_ASIDE_AFTER=5s"}})
 	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
 	w.run(1_000_000, 100*time.Millisecond, 20*time.Second, length+5*time.Minute)
 	time.Sleep(2 * time.Second)
@@ -72,7 +76,12 @@ func TestFaultChaos(t *testing.T) {
 		faults += n
 	}
 	r.measure("chaos_faults", float64(faults))
-	t.Logf("chaos: %d faults in %v, at most %d at a time: %v", faults, length, c.maxDown, c.counts)
+	asides := 0
+	for _, p := range s.workers {
+		asides += p.LogCount("leaving the consumer group")
+	}
+	r.measure("workers_stepped_aside", float64(asides))
+	t.Logf("chaos: %d faults in %v, at most %d at a time: %v; workers left the group %d times (STEP_ASIDE_AFTER)", faults, length, c.maxDown, c.counts, asides)
 
 	w.finish(t, 4*time.Minute)
 	w.check(t, r)

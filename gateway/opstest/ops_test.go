@@ -128,6 +128,7 @@ func TestMetricsOfRunningBinaries(t *testing.T) {
 		"rooms_worker_pg_commit_seconds_count": atLeast1,
 		"rooms_worker_broadcast_seconds_count": atLeast1,
 		"rooms_worker_dead_letters_total":      func(v float64) bool { return v == 0 },
+		"rooms_worker_stepped_aside":           func(v float64) bool { return v == 0 },
 		"process_resident_memory_bytes":        atLeast1,
 	})
 	// The lag is sampled every second by the poll loop.

@@ -71,6 +71,13 @@ type Config struct {
 	// abandoned and retried on a new connection. A healthy batch takes
 	// milliseconds.
 	StoreTryTimeout time.Duration `env:"STORE_TRY_TIMEOUT" envDefault:"30s"`
+	// StepAsideAfter is how long the worker may fail to reach PostgreSQL or
+	// Redis, without a break, before it leaves the consumer group so that
+	// the other workers take its partitions (consume.Config.Reachable); it
+	// joins again as soon as it reaches both. Longer than a restart of
+	// either, so that an outage every worker sees does not make them all
+	// leave; 0: never.
+	StepAsideAfter time.Duration `env:"STEP_ASIDE_AFTER" envDefault:"60s"`
 	// FanoutMaxLen trims each fan-out stream to about this many entries.
 	FanoutMaxLen int64 `env:"FANOUT_MAXLEN" envDefault:"10000"`
 	// MaxContent is the content length limit, in characters; keep it the
@@ -99,6 +106,7 @@ func (cfg Config) check() error {
 	c.Want(cfg.TxInterval >= 0, "TX_INTERVAL", cfg.TxInterval, "0 or positive")
 	c.Want(cfg.MaxAttempts >= 1, "MAX_ATTEMPTS", cfg.MaxAttempts, "at least 1")
 	c.Want(cfg.StoreTryTimeout >= 0, "STORE_TRY_TIMEOUT", cfg.StoreTryTimeout, "0 (no limit) or positive")
+	c.Want(cfg.StepAsideAfter >= 0, "STEP_ASIDE_AFTER", cfg.StepAsideAfter, "0 (never) or positive")
 	c.Want(cfg.MaxContent >= 1, "MAX_CONTENT", cfg.MaxContent, "at least 1")
 	return c.Err()
 }
@@ -242,6 +250,16 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			"fetch.min.bytes":    max(cfg.FetchMinBytes, 1),
 		},
 		Tracer: tp,
+		Reachable: func(ctx context.Context) error {
+			if err := pool.Ping(ctx); err != nil {
+				return fmt.Errorf("postgres: %w", err)
+			}
+			if err := rdb.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+			return nil
+		},
+		StepAsideAfter: cfg.StepAsideAfter,
 	}, store.NewCombiner(st, 4*max(cfg.BatchSize, 1), cfg.TxInterval), bc, log)
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)

@@ -26,6 +26,7 @@ func TestBadSettingsAreRefused(t *testing.T) {
 		{"KAFKA_PARTITIONS": "-2"},
 		{"KAFKA_REPLICATION": "0"},
 		{"MAX_CONTENT": "0"},
+		{"STEP_ASIDE_AFTER": "-1s"},
 		{"PG_MAX_CONNS": "-1"},
 		{"LOG_LEVEL": "loud"},
 		{"SHUTDOWN_TIMEOUT": "-5s"},

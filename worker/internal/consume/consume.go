@@ -84,6 +84,15 @@ type Config struct {
 	// record's traceparent header, with store and broadcast child spans
 	// (nil: a no-op provider, no spans).
 	Tracer trace.TracerProvider
+
+	// Reachable checks, once a second, that the worker reaches what a
+	// batch needs (PostgreSQL and Redis). When it has failed without a
+	// break for StepAsideAfter, the worker leaves the consumer group, so
+	// that workers that do reach them take its partitions instead of
+	// leaving those rooms stalled behind its hung batches; it joins again
+	// at the first check that passes. Nil or a zero StepAsideAfter: never.
+	Reachable      func(ctx context.Context) error
+	StepAsideAfter time.Duration
 }
 
 // TracedAppender is an Appender that can carry each message's traceparent
@@ -128,6 +137,13 @@ type consumer struct {
 	// caller's, so that shutdown lets in-flight batches finish.
 	base context.Context
 	wg   sync.WaitGroup
+
+	// unreachable is when the Reachable checks began to fail (UnixNano;
+	// 0 while they pass), lastErr the latest failure; aside is set while
+	// the worker has left the group (poll goroutine only).
+	unreachable atomic.Int64
+	lastErr     atomic.Pointer[error]
+	aside       bool
 }
 
 // partition is one assigned partition and its goroutine.
@@ -179,6 +195,13 @@ func Run(ctx context.Context, cfg Config, saver Saver, app Appender, log *slog.L
 		return fmt.Errorf("subscribe to %s: %w", cfg.Topic, err)
 	}
 	log.Info("consumer started", "topic", cfg.Topic, "group", cfg.Group)
+	if cfg.Reachable != nil && cfg.StepAsideAfter > 0 {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.checkReachable(ctx)
+		}()
+	}
 
 	var runErr error
 	var lagAt time.Time
@@ -194,6 +217,9 @@ func Run(ctx context.Context, cfg Config, saver Saver, app Appender, log *slog.L
 			log.Warn("kafka error", "err", e.Error(), "code", e.Code().String())
 		}
 		c.resumeReady()
+		if err := c.stepAside(); err != nil {
+			runErr = err
+		}
 		if time.Since(lagAt) >= lagInterval {
 			lagAt = time.Now()
 			c.updateLag()
@@ -225,6 +251,73 @@ func Run(ctx context.Context, cfg Config, saver Saver, app Appender, log *slog.L
 	return runErr
 }
 
+// checkReachable runs cfg.Reachable once a second until ctx ends and
+// keeps c.unreachable up to date.
+func (c *consumer) checkReachable(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := c.cfg.Reachable(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			c.unreachable.Store(0)
+			continue
+		}
+		c.lastErr.Store(&err)
+		c.unreachable.CompareAndSwap(0, time.Now().UnixNano())
+	}
+}
+
+// stepAside leaves the consumer group once the Reachable checks have
+// failed for StepAsideAfter, and joins it again once one passes. Leaving
+// revokes this worker's partitions (their hung batches are abandoned after
+// asideRevokeTimeout, uncommitted, for the next owner to redo) and the
+// group hands them to the other workers. It returns an error only when the
+// consumer cannot join again.
+func (c *consumer) stepAside() error {
+	if c.cfg.Reachable == nil || c.cfg.StepAsideAfter <= 0 {
+		return nil
+	}
+	since := c.unreachable.Load()
+	switch {
+	case !c.aside && since != 0 && time.Since(time.Unix(0, since)) >= c.cfg.StepAsideAfter:
+		var cause string
+		if e := c.lastErr.Load(); e != nil {
+			cause = (*e).Error()
+		}
+		c.log.Warn("PostgreSQL or Redis unreachable: leaving the consumer group so that other workers take this worker's partitions",
+			"unreachable_for", time.Since(time.Unix(0, since)).Round(time.Millisecond).String(), "err", cause)
+		if err := c.kc.Unsubscribe(); err != nil {
+			c.log.Error("leave the consumer group", "err", err)
+			return nil
+		}
+		c.aside = true
+		c.cfg.Metrics.SteppedAside.Set(1)
+	case c.aside && since == 0:
+		c.log.Info("PostgreSQL and Redis reachable again: joining the consumer group")
+		if err := c.kc.SubscribeTopics([]string{c.cfg.Topic}, c.rebalance); err != nil {
+			return fmt.Errorf("subscribe to %s again: %w", c.cfg.Topic, err)
+		}
+		c.aside = false
+		c.cfg.Metrics.SteppedAside.Set(0)
+	}
+	return nil
+}
+
+// asideRevokeTimeout is how long the revoke that stepping aside causes
+// waits for in-flight batches: they are waiting on what the worker cannot
+// reach, so it does not wait for RevokeTimeout.
+const asideRevokeTimeout = time.Second
+
 // closeTimeout bounds how long shutdown waits for the consumer to leave
 // the group.
 const closeTimeout = 5 * time.Second
@@ -247,7 +340,11 @@ func (c *consumer) rebalance(kc *kafka.Consumer, ev kafka.Event) error {
 		}
 		c.log.Info("partitions assigned", "partitions", partitionIDs(e.Partitions))
 	case kafka.RevokedPartitions:
-		c.stopAll(c.cfg.RevokeTimeout)
+		timeout := c.cfg.RevokeTimeout
+		if c.aside {
+			timeout = asideRevokeTimeout
+		}
+		c.stopAll(timeout)
 		if kc.AssignmentLost() {
 			c.log.Warn("assignment lost: offsets not committed", "partitions", partitionIDs(e.Partitions))
 		} else {

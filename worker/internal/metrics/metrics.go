@@ -44,6 +44,10 @@ type Worker struct {
 	AppendSeconds prometheus.Histogram
 	AppendErrors  prometheus.Counter
 
+	// SteppedAside is 1 while the worker is out of the consumer group
+	// because it cannot reach PostgreSQL or Redis, 0 otherwise.
+	SteppedAside prometheus.Gauge
+
 	lag *prometheus.GaugeVec
 	// lagChildren caches the per-partition gauges (the poll goroutine
 	// sets them; the mutex makes Discard's shared use safe too).
@@ -76,7 +80,11 @@ func New(reg prometheus.Registerer) *Worker {
 		Name: "rooms_worker_consumer_lag",
 		Help: "Records of an assigned partition not processed yet: high watermark minus the next offset to store.",
 	}, []string{"partition"})
-	reg.MustRegister(retries, lag)
+	aside := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "rooms_worker_stepped_aside",
+		Help: "1 while the worker has left the consumer group because it cannot reach PostgreSQL or Redis (STEP_ASIDE_AFTER), 0 otherwise.",
+	})
+	reg.MustRegister(retries, lag, aside)
 	return &Worker{
 		Records:   counter("rooms_worker_records_consumed_total", "Kafka records handed to partition goroutines."),
 		Pauses:    counter("rooms_worker_partition_pauses_total", "Partitions paused because their goroutine fell behind."),
@@ -97,6 +105,7 @@ func New(reg prometheus.Registerer) *Worker {
 		AppendSeconds: histogram("rooms_worker_broadcast_seconds",
 			"Time to append one batch to the Redis fan-out streams, retries included.", seconds),
 		AppendErrors: counter("rooms_worker_broadcast_errors_total", "Failed tries to append a batch to the fan-out streams (retried)."),
+		SteppedAside: aside,
 		lag:          lag,
 		lagChildren:  map[int32]prometheus.Gauge{},
 	}
