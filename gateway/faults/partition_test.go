@@ -94,6 +94,63 @@ func workerCutOff(t *testing.T, from string) {
 	t.Logf("cut off from %s: worker-1 left the group %.1fs after the cut (%d time(s))", from, aside.Sub(cut).Seconds(), victim.LogCount("leaving the consumer group"))
 }
 
+// TestFaultGatewayCutOffFromRedis cuts gw-1 off from Redis (a
+// testenv.Proxy, as above) while messages flow. Its fan-out reader can
+// read nothing, so its clients, still connected, would get no message
+// until the cut heals. With STEP_ASIDE_AFTER (5 s here) gw-1 closes its
+// WebSockets with 1001 and refuses new ones with 503; its clients
+// reconnect to gw-2 and every client receives messages again while gw-1
+// is still cut off. Healed, gw-1 accepts WebSockets again. Nothing is lost,
+// stored twice or reordered, and every client ends with its room's whole
+// sequence (checker 1–5).
+func TestFaultGatewayCutOffFromRedis(t *testing.T) {
+	r := record(t)
+	proxy := testenv.StartProxy(t, testenv.RedisAddr())
+	s := newStack(t, stackOpts{gatewayEnv: []string{"STEP_ASIDE_AFTER=5s"}, firstGatewayEnv: []string{"REDIS_ADDR=" + proxy.Addr}})
+	gw1 := s.gateways[0]
+	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
+	w.run(1_000_000, 100*time.Millisecond, 20*time.Second, 4*time.Minute)
+	time.Sleep(3 * time.Second)
+
+	proxy.Cut()
+	cut := time.Now()
+	testenv.WaitFor(t, "gw-1 closes its WebSockets", time.Minute, gw1.Exited(), func() bool {
+		return gw1.LogCount("closing this gateway's WebSockets") > 0
+	})
+	aside := time.Now()
+	r.recovery("cut_to_step_aside", aside.Sub(cut))
+	before := map[*client]int{}
+	for _, c := range w.all {
+		before[c] = len(c.delivered())
+	}
+	testenv.WaitFor(t, "every client receives messages again while gw-1 is cut off", time.Minute, nil, func() bool {
+		for _, c := range w.all {
+			if len(c.delivered()) <= before[c] {
+				return false
+			}
+		}
+		return true
+	})
+	r.recovery("cut_to_every_client_delivered", time.Since(cut))
+	if n := gw1.LogCount("accepting WebSockets"); n != 0 {
+		t.Fatalf("gw-1 accepted WebSockets again while still cut off (%d times)", n)
+	}
+
+	proxy.Heal()
+	healed := time.Now()
+	testenv.WaitFor(t, "gw-1 accepts WebSockets again", time.Minute, gw1.Exited(), func() bool {
+		return gw1.LogCount("accepting WebSockets") > 0
+	})
+	r.recovery("heal_to_accepting", time.Since(healed))
+	w.stop()
+	w.finish(t, 3*time.Minute)
+	w.check(t, r)
+	s.waitCommitted(t, time.Minute)
+	s.checkOffsets(t)
+	w.recoveries(t, r, "heal", healed)
+	t.Logf("gw-1 stepped aside %.1fs after the cut", aside.Sub(cut).Seconds())
+}
+
 // storedPerRoom counts the stored messages of each room (by room id).
 func (s *stack) storedPerRoom(t *testing.T) map[string]int {
 	t.Helper()

@@ -36,6 +36,7 @@ type stackOpts struct {
 	env               []string
 	workerEnv         []string
 	gatewayEnv        []string
+	firstGatewayEnv   []string // added to gw-1's environment only
 }
 
 // stack is the system under test: a broker process, gateways and workers
@@ -128,6 +129,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 			// reader's own writes (ws/deliver.go); the others take the
 			// writers' path of a gateway with more Ps.
 			env = append(env, "GOMAXPROCS=1")
+			env = append(env, o.firstGatewayEnv...)
 		}
 		s.gateways = append(s.gateways, &proc{Name: name, Bin: filepath.Join(binDir, "gateway"), Addr: addr, Ready: "http",
 			Env: env, Log: filepath.Join(s.logDir, name+".log")})

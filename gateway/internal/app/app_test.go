@@ -55,6 +55,7 @@ func TestParseConfig(t *testing.T) {
 		{"MAX_CONTENT": "0"},
 		{"HTTP_READ_TIMEOUT": "-1s"},
 		{"HTTP_REQUEST_TIMEOUT": "0s"},
+		{"STEP_ASIDE_AFTER": "-1s"},
 	}
 	for _, m := range bad {
 		_, err := app.ParseConfig(env(m))

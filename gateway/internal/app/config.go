@@ -82,6 +82,12 @@ type Config struct {
 	WSMaxConns        int `env:"WS_MAX_CONNS" envDefault:"20000"`
 	WSMaxConnsPerUser int `env:"WS_MAX_CONNS_PER_USER" envDefault:"20"`
 
+	// StepAsideAfter is how long the fan-out reader may fail to read Redis
+	// before the gateway closes its WebSockets (1001) and refuses new ones
+	// (503) until it reads again, so their clients move to a gateway that
+	// delivers (ws.Config.StepAsideAfter); 0: never.
+	StepAsideAfter time.Duration `env:"STEP_ASIDE_AFTER" envDefault:"60s"`
+
 	HTTPReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"15s"`
 	HTTPIdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"120s"`
 	// HTTPRequestTimeout bounds the PostgreSQL and Redis calls of one REST
@@ -106,6 +112,7 @@ func ParseConfig(getenv func(string) string) (Config, error) {
 	var c config.Checks
 	c.Shared(cfg.Postgres, cfg.Kafka, cfg.Log, cfg.Shutdown)
 	c.Want(cfg.KafkaLinger >= 0, "KAFKA_LINGER", cfg.KafkaLinger, "0 or positive")
+	c.Want(cfg.StepAsideAfter >= 0, "STEP_ASIDE_AFTER", cfg.StepAsideAfter, "0 (never) or positive")
 	if err := c.Err(); err != nil {
 		return cfg, err
 	}

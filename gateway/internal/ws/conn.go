@@ -153,6 +153,8 @@ func (s *Server) start(ws *websocket.Conn, sess *session, keep bool) {
 	s.hub.add(c)
 	if s.draining.Load() {
 		c.close(CloseGoingAway, "server draining")
+	} else if s.aside.Load() {
+		c.close(CloseGoingAway, "cannot deliver: reconnect")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	initial, last, err := s.initialFrames(ctx, c, sess.sinceSeq)

@@ -116,6 +116,12 @@ type Config struct {
 	// MaxConnsPerUser bounds one user's open WebSockets on this gateway
 	// (20); a handshake over it is refused with 429 rate_limited.
 	MaxConnsPerUser int
+	// StepAsideAfter: when the fan-out reader has failed to read Redis for
+	// this long (checked once a second), the gateway can deliver nothing
+	// to its sockets, so it closes them with 1001 and refuses handshakes
+	// with 503 until it reads again; the clients reconnect (with since_seq)
+	// to a gateway that does deliver. Zero: never.
+	StepAsideAfter time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -201,6 +207,8 @@ type Server struct {
 	tracer   trace.Tracer
 
 	draining atomic.Bool
+	// aside is set while the gateway has stepped aside (StepAsideAfter).
+	aside atomic.Bool
 	// inflight counts accepted sends whose delivery report has not been
 	// handled yet (see conn.send and Drain).
 	inflight atomic.Int64
@@ -260,12 +268,50 @@ func (s *Server) Ready() bool { return !s.draining.Load() && s.reader.Ready() }
 // subscriber until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); _ = s.reader.Run(ctx) }()
+	go func() { defer wg.Done(); s.watchFanout(ctx) }()
 	go func() { defer wg.Done(); _ = s.presence.Run(ctx) }()
 	go func() { defer wg.Done(); s.revocations(ctx) }()
 	wg.Wait()
 	return nil
+}
+
+// watchFanout steps the gateway aside when its fan-out reader has not read
+// Redis for StepAsideAfter, and back once it reads again (see Config).
+func (s *Server) watchFanout(ctx context.Context) {
+	if s.cfg.StepAsideAfter <= 0 {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var since time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.reader.Ready() {
+			since = time.Time{}
+			if s.aside.CompareAndSwap(true, false) {
+				s.logger.Info("fan-out reads Redis again: accepting WebSockets")
+			}
+			continue
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		if time.Since(since) < s.cfg.StepAsideAfter || !s.aside.CompareAndSwap(false, true) {
+			continue
+		}
+		conns := s.hub.all()
+		s.logger.Warn("fan-out cannot read Redis: closing this gateway's WebSockets so that their clients reconnect to a gateway that delivers",
+			"unreadable_for", time.Since(since).Round(time.Millisecond).String(), "sockets", len(conns))
+		for _, c := range conns {
+			c.close(CloseGoingAway, "cannot deliver: reconnect")
+		}
+	}
 }
 
 // revocations closes, with 4001, the sockets of every login whose family
@@ -393,6 +439,9 @@ func (s *Server) Upgrade() fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		if s.draining.Load() {
 			return apiError(c, fiber.StatusServiceUnavailable, "unavailable", "server is draining")
+		}
+		if s.aside.Load() {
+			return apiError(c, fiber.StatusServiceUnavailable, "unavailable", "server cannot deliver messages right now")
 		}
 		if s.limits.full() {
 			c.Set(fiber.HeaderRetryAfter, retryAfterConns)
