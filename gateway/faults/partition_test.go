@@ -132,14 +132,14 @@ func TestFaultGatewayCutOffFromRedis(t *testing.T) {
 		return true
 	})
 	r.recovery("cut_to_every_client_delivered", time.Since(cut))
-	if n := gw1.LogCount("accepting WebSockets"); n != 0 {
+	if n := gw1.LogCount("WebSockets again") + gw1.LogCount("accepting WebSockets"); n != 0 {
 		t.Fatalf("gw-1 accepted WebSockets again while still cut off (%d times)", n)
 	}
 
 	proxy.Heal()
 	healed := time.Now()
 	testenv.WaitFor(t, "gw-1 accepts WebSockets again", time.Minute, gw1.Exited(), func() bool {
-		return gw1.LogCount("accepting WebSockets") > 0
+		return gw1.LogCount("fan-out reads Redis again") > 0
 	})
 	r.recovery("heal_to_accepting", time.Since(healed))
 	w.stop()

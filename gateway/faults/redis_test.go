@@ -15,10 +15,12 @@ import (
 // persistence) for 15 s while messages flow and starts it again empty: the
 // fan-out streams and everything else in Redis are gone. Workers retry their
 // broadcasts, gateways resume reading, and every gap is repaired from
-// PostgreSQL.
+// PostgreSQL. The gateways run with STEP_ASIDE_AFTER=5s, and neither
+// steps aside: no gateway reads Redis, so closing the sockets would only
+// stop the sends, which still reach Kafka and are acked.
 func TestFaultRedisStoppedAndDataLost(t *testing.T) {
 	r := record(t)
-	s := newStack(t, stackOpts{privateRedis: true})
+	s := newStack(t, stackOpts{privateRedis: true, gatewayEnv: []string{"STEP_ASIDE_AFTER=5s"}})
 	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
 	w.run(80, 250*time.Millisecond, 20*time.Second, 4*time.Minute)
 	time.Sleep(3 * time.Second)
@@ -42,6 +44,11 @@ func TestFaultRedisStoppedAndDataLost(t *testing.T) {
 		c.mu.Unlock()
 	}
 	t.Logf("socket closes during the test: %v", closes)
+	for _, g := range s.gateways {
+		if n := g.LogCount("closing this gateway's WebSockets"); n != 0 {
+			t.Errorf("%s stepped aside %d times while no gateway could read Redis", g.Name, n)
+		}
+	}
 }
 
 // TestFaultRedisStreamsDeleted deletes the fan-out streams three times

@@ -173,7 +173,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		MaxConns:        cfg.WSMaxConns,
 		MaxConnsPerUser: cfg.WSMaxConnsPerUser,
 		StepAsideAfter:  cfg.StepAsideAfter,
-	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: ratelimit.NewLeased(a.Limiter, sendLeaseTTL), Producer: a.Producer, Redis: a.Redis, Metrics: a.Metrics, Tracer: a.Tracing}, log)
+	}, ws.Deps{Auth: a.Auth, Store: a.Store, Limiter: ratelimit.NewLeased(a.Limiter, sendLeaseTTL), Producer: a.Producer, Redis: a.Redis, Metrics: a.Metrics, Tracer: a.Tracing, Peers: a.Store}, log)
 	a.Background("websocket", a.WS.Run)
 	a.OnShutdown("websocket drain", a.WS.Drain)
 	a.OnShutdown("kafka producer flush", a.Producer.Close)

@@ -117,10 +117,13 @@ type Config struct {
 	// (20); a handshake over it is refused with 429 rate_limited.
 	MaxConnsPerUser int
 	// StepAsideAfter: when the fan-out reader has failed to read Redis for
-	// this long (checked once a second), the gateway can deliver nothing
-	// to its sockets, so it closes them with 1001 and refuses handshakes
-	// with 503 until it reads again; the clients reconnect (with since_seq)
-	// to a gateway that does deliver. Zero: never.
+	// this long (checked once a second) while another gateway reports
+	// reading it (Deps.Peers), this gateway can deliver nothing to its
+	// sockets and another can, so it closes them with 1001 and refuses
+	// handshakes with 503 until it reads again or no other gateway reports
+	// reading any more; the clients reconnect (with since_seq) to a gateway
+	// that delivers. When no gateway reads Redis, stepping aside would only
+	// stop the sends, which still reach Kafka. Zero: never.
 	StepAsideAfter time.Duration
 }
 
@@ -185,6 +188,17 @@ type Deps struct {
 	// Tracer makes the rooms.send and rooms.deliver spans (nil: a no-op
 	// provider, no spans).
 	Tracer trace.TracerProvider
+	// Peers carries the gateways' reports that their fan-out reader reads
+	// (store.Store, over PostgreSQL's NOTIFY). A gateway steps aside only
+	// while another one reports reading; nil: it never steps aside.
+	Peers Peers
+}
+
+// Peers lets gateways tell each other that their fan-out reader reads
+// Redis (see Config.StepAsideAfter).
+type Peers interface {
+	NotifyFanoutOK(ctx context.Context, gatewayID string) error
+	ListenFanoutOK(ctx context.Context, log *slog.Logger, fn func(gatewayID string))
 }
 
 // contextSender is a Producer that carries a span's trace context in the
@@ -277,12 +291,30 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
+// peerFresh is how recent another gateway's report of reading Redis must
+// be for this one to stay aside; healthy gateways report once a second.
+const peerFresh = 5 * time.Second
+
 // watchFanout steps the gateway aside when its fan-out reader has not read
-// Redis for StepAsideAfter, and back once it reads again (see Config).
+// Redis for StepAsideAfter while another gateway reports reading, and back
+// once it reads again or no other gateway reports reading (see Config).
+// While its reader reads, it reports so to the other gateways.
 func (s *Server) watchFanout(ctx context.Context) {
-	if s.cfg.StepAsideAfter <= 0 {
+	if s.cfg.StepAsideAfter <= 0 || s.deps.Peers == nil {
 		return
 	}
+	var peerAt atomic.Int64 // UnixNano of the latest report of another gateway
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.deps.Peers.ListenFanoutOK(ctx, s.logger, func(id string) {
+			if id != s.cfg.GatewayID {
+				peerAt.Store(time.Now().UnixNano())
+			}
+		})
+	}()
+	defer wg.Wait()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var since time.Time
@@ -294,6 +326,11 @@ func (s *Server) watchFanout(ctx context.Context) {
 		}
 		if s.reader.Ready() {
 			since = time.Time{}
+			nctx, cancel := context.WithTimeout(ctx, time.Second)
+			if err := s.deps.Peers.NotifyFanoutOK(nctx, s.cfg.GatewayID); err != nil && ctx.Err() == nil {
+				s.logger.Debug("report fan-out reading", "error", err)
+			}
+			cancel()
 			if s.aside.CompareAndSwap(true, false) {
 				s.logger.Info("fan-out reads Redis again: accepting WebSockets")
 			}
@@ -302,14 +339,27 @@ func (s *Server) watchFanout(ctx context.Context) {
 		if since.IsZero() {
 			since = time.Now()
 		}
-		if time.Since(since) < s.cfg.StepAsideAfter || !s.aside.CompareAndSwap(false, true) {
-			continue
-		}
-		conns := s.hub.all()
-		s.logger.Warn("fan-out cannot read Redis: closing this gateway's WebSockets so that their clients reconnect to a gateway that delivers",
-			"unreadable_for", time.Since(since).Round(time.Millisecond).String(), "sockets", len(conns))
-		for _, c := range conns {
-			c.close(CloseGoingAway, "cannot deliver: reconnect")
+		peerReads := time.Since(time.Unix(0, peerAt.Load())) < peerFresh
+		switch {
+		case s.aside.Load() && !peerReads:
+			s.aside.Store(false)
+			s.logger.Warn("no other gateway reports reading Redis: taking WebSockets again, though this one cannot deliver yet")
+		case !s.aside.Load() && peerReads && time.Since(since) >= s.cfg.StepAsideAfter:
+			// The reader may only be waiting out its backoff after an
+			// outage its peers have already recovered from: ask Redis.
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := s.deps.Redis.Ping(pctx).Err()
+			cancel()
+			if err == nil {
+				continue
+			}
+			s.aside.Store(true)
+			conns := s.hub.all()
+			s.logger.Warn("fan-out cannot read Redis and another gateway can: closing this gateway's WebSockets so that their clients reconnect to one that delivers",
+				"unreadable_for", time.Since(since).Round(time.Millisecond).String(), "sockets", len(conns))
+			for _, c := range conns {
+				c.close(CloseGoingAway, "cannot deliver: reconnect")
+			}
 		}
 	}
 }
