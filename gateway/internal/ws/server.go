@@ -295,10 +295,11 @@ func (s *Server) Run(ctx context.Context) error {
 // be for this one to stay aside; healthy gateways report once a second.
 const peerFresh = 5 * time.Second
 
-// watchFanout steps the gateway aside when its fan-out reader has not read
-// Redis for StepAsideAfter while another gateway reports reading, and back
-// once it reads again or no other gateway reports reading (see Config).
-// While its reader reads, it reports so to the other gateways.
+// watchFanout steps the gateway aside when it has not read Redis (its
+// fan-out reader failing, or a PING) for StepAsideAfter while another
+// gateway reports reading, and back once it reads again or no other
+// gateway reports reading (see Config). While it reads, it reports so to
+// the other gateways.
 func (s *Server) watchFanout(ctx context.Context) {
 	if s.cfg.StepAsideAfter <= 0 || s.deps.Peers == nil {
 		return
@@ -324,7 +325,16 @@ func (s *Server) watchFanout(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if s.reader.Ready() {
+		// The reader alone notices a cut late: its blocked XREAD fails only
+		// when go-redis gives up on it, its block time plus 10 s after it
+		// began. A PING a second notices within one.
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		pingErr := s.deps.Redis.Ping(pctx).Err()
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if s.reader.Ready() && pingErr == nil {
 			since = time.Time{}
 			nctx, cancel := context.WithTimeout(ctx, time.Second)
 			if err := s.deps.Peers.NotifyFanoutOK(nctx, s.cfg.GatewayID); err != nil && ctx.Err() == nil {
@@ -344,15 +354,10 @@ func (s *Server) watchFanout(ctx context.Context) {
 		case s.aside.Load() && !peerReads:
 			s.aside.Store(false)
 			s.logger.Warn("no other gateway reports reading Redis: taking WebSockets again, though this one cannot deliver yet")
-		case !s.aside.Load() && peerReads && time.Since(since) >= s.cfg.StepAsideAfter:
-			// The reader may only be waiting out its backoff after an
-			// outage its peers have already recovered from: ask Redis.
-			pctx, cancel := context.WithTimeout(ctx, time.Second)
-			err := s.deps.Redis.Ping(pctx).Err()
-			cancel()
-			if err == nil {
-				continue
-			}
+		case !s.aside.Load() && peerReads && pingErr != nil && time.Since(since) >= s.cfg.StepAsideAfter:
+			// With the PING answered, the reader may only be waiting out
+			// its backoff after an outage its peers have already
+			// recovered from: no reason to send the clients away.
 			s.aside.Store(true)
 			conns := s.hub.all()
 			s.logger.Warn("fan-out cannot read Redis and another gateway can: closing this gateway's WebSockets so that their clients reconnect to one that delivers",
