@@ -162,3 +162,39 @@ func TestFaultWorkerFrozenInTransaction(t *testing.T) { freezeAt(t, "in-tx:15") 
 // on; the zombie, woken, appends its stale batch to the fan-out streams
 // after newer messages, which the gateways must drop or repair around.
 func TestFaultWorkerFrozenAfterCommit(t *testing.T) { freezeAt(t, "after-commit:15") }
+
+// TestFaultWorkerStoppedWhileBrokerFrozen sends SIGTERM to worker-1 while
+// the broker is frozen (SIGSTOP): the worker can neither commit its
+// offsets nor leave the group, and must still stop within its shutdown
+// deadline (SHUTDOWN_TIMEOUT, 20 s here) instead of waiting on the broker
+// (its commit alone used to wait for librdkafka's 60 s socket timeout).
+// Thawed, the broker hands worker-1's partitions to worker-2 after the
+// session timeout, which redoes what was not committed: nothing is lost
+// or stored twice (checker 1–5).
+func TestFaultWorkerStoppedWhileBrokerFrozen(t *testing.T) {
+	r := record(t)
+	s := newStack(t, stackOpts{})
+	w := newWorkload(t, s, workloadOpts{rooms: 8, senders: 1, readers: 1})
+	w.run(1_000_000, 100*time.Millisecond, 20*time.Second, 4*time.Minute)
+	time.Sleep(3 * time.Second)
+	thaw := testenv.Freeze(t, s.broker.PID())
+	victim := s.workers[0]
+	stopped := time.Now()
+	if err := victim.Stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("worker-1 exit after SIGTERM: %v, want status 0", err)
+	}
+	took := time.Since(stopped)
+	r.recovery("sigterm_to_exit", took)
+	if took > 40*time.Second {
+		t.Errorf("worker-1 took %.1fs to stop with the broker frozen, want its SHUTDOWN_TIMEOUT (20 s) and some slack", took.Seconds())
+	}
+	thaw()
+	healed := time.Now()
+	w.stop()
+	w.finish(t, 3*time.Minute)
+	w.check(t, r)
+	s.waitCommitted(t, time.Minute)
+	s.checkOffsets(t)
+	w.recoveries(t, r, "thaw", healed)
+	t.Logf("worker-1 stopped %.1fs after SIGTERM with the broker frozen", took.Seconds())
+}

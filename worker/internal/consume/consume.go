@@ -228,23 +228,28 @@ func Run(ctx context.Context, cfg Config, saver Saver, app Appender, log *slog.L
 
 	// Shut down: let the in-flight batches finish, commit what they stored,
 	// then leave the group (Close runs the revoke callback, which finds
-	// nothing left to wait for).
+	// nothing left to wait for). The commit and Close both wait on the
+	// broker: one that does not answer (paused, cut off) would hold the
+	// commit until librdkafka's socket timeout (60 s), and while a join is
+	// still in progress (a SIGTERM right after start, during a rebalance)
+	// Close can wait for the whole rebalance timeout. So both run on a
+	// goroutine of their own, one after the other, and past closeTimeout
+	// the worker stops without them: the group notices the member gone
+	// after the session timeout, and the next owner of its partitions
+	// redoes what was not committed, which de-duplication makes harmless.
 	c.stopAll(c.cfg.DrainTimeout)
-	c.commit()
-	// Close leaves the group. While a join is still in progress (a SIGTERM
-	// right after start, during a rebalance) librdkafka's Close can wait
-	// for the whole rebalance timeout; past closeTimeout the worker stops
-	// without it and the group notices the member gone after the session
-	// timeout. Offsets were committed above, so nothing is lost.
 	closed := make(chan error, 1)
-	go func() { closed <- kc.Close() }()
+	go func() {
+		c.commit()
+		closed <- kc.Close()
+	}()
 	select {
 	case err := <-closed:
 		if err != nil {
 			log.Warn("close consumer", "err", err)
 		}
 	case <-time.After(closeTimeout):
-		log.Warn("consumer close did not finish; leaving the group to the session timeout", "waited", closeTimeout.String())
+		log.Warn("offset commit and consumer close did not finish; leaving the group to the session timeout", "waited", closeTimeout.String())
 	}
 	c.wg.Wait()
 	log.Info("consumer stopped")
