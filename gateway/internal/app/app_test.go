@@ -65,6 +65,17 @@ func TestParseConfig(t *testing.T) {
 			}
 		}
 	}
+	// Every bad setting is named in one error, and a secret never is
+	// printed.
+	_, err = app.ParseConfig(env(map[string]string{"JWT_SECRET": "short-secret", "HTTP_REQUEST_TIMEOUT": "0s", "WS_MAX_CONNS": "0"}))
+	if err == nil || strings.Contains(err.Error(), "short-secret") {
+		t.Fatalf("err %v: want every bad setting named, the secret not printed", err)
+	}
+	for _, k := range []string{"JWT_SECRET=(12 bytes)", "HTTP_REQUEST_TIMEOUT=0s", "WS_MAX_CONNS=0"} {
+		if !strings.Contains(err.Error(), k) {
+			t.Errorf("err %v: want it to name %s", err, k)
+		}
+	}
 	if got := app.List(" a, ,b ,"); len(got) != 2 || got[0] != "a" || got[1] != "b" {
 		t.Fatalf("List = %q", got)
 	}

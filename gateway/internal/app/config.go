@@ -111,38 +111,31 @@ func ParseConfig(getenv func(string) string) (Config, error) {
 	}
 	var c config.Checks
 	c.Shared(cfg.Postgres, cfg.Kafka, cfg.Log, cfg.Shutdown)
+	// The secret's value is never printed, only its length.
+	c.Want(len(cfg.JWTSecret) >= auth.MinSecretLen, "JWT_SECRET", fmt.Sprintf("(%d bytes)", len(cfg.JWTSecret)), fmt.Sprintf("at least %d bytes", auth.MinSecretLen))
+	c.Want(cfg.AccessTTL > 0, "ACCESS_TTL", cfg.AccessTTL, "positive")
+	c.Want(cfg.RefreshTTL > 0, "REFRESH_TTL", cfg.RefreshTTL, "positive")
+	c.Want(cfg.TicketTTL > 0, "TICKET_TTL", cfg.TicketTTL, "positive")
+	c.Want(cfg.HashConcurrency >= 1, "HASH_CONCURRENCY", cfg.HashConcurrency, "at least 1")
+	c.Want(cfg.AuthRateLimit >= 0, "AUTH_RATE_LIMIT", cfg.AuthRateLimit, "0 (no limit) or more")
+	c.Want(cfg.AuthRateLimitIP >= 0, "AUTH_RATE_LIMIT_IP", cfg.AuthRateLimitIP, "0 (no limit) or more")
+	c.Want(cfg.SendRate >= 0, "SEND_RATE", cfg.SendRate, "0 (no limit) or more")
+	c.Want(cfg.SendBurst >= 0, "SEND_BURST", cfg.SendBurst, "0 or more")
+	c.Want(slices.Contains(produce.Compressions, cfg.KafkaCompression), "KAFKA_COMPRESSION", cfg.KafkaCompression, "one of "+strings.Join(produce.Compressions, ", "))
 	c.Want(cfg.KafkaLinger >= 0, "KAFKA_LINGER", cfg.KafkaLinger, "0 or positive")
+	c.Want(cfg.KafkaMessageTimeout > 0, "KAFKA_MESSAGE_TIMEOUT", cfg.KafkaMessageTimeout, "positive")
+	c.Want(cfg.KafkaQueueMax >= 1, "KAFKA_QUEUE_MAX", cfg.KafkaQueueMax, "at least 1")
+	c.Want(cfg.WSMaxConns >= 1, "WS_MAX_CONNS", cfg.WSMaxConns, "at least 1")
+	c.Want(cfg.WSMaxConnsPerUser >= 1, "WS_MAX_CONNS_PER_USER", cfg.WSMaxConnsPerUser, "at least 1")
+	c.Want(cfg.ReplicaMaxLag > 0, "DATABASE_REPLICA_MAX_LAG", cfg.ReplicaMaxLag, "positive")
+	c.Want(cfg.HTTPReadTimeout >= 0, "HTTP_READ_TIMEOUT", cfg.HTTPReadTimeout, "0 or positive")
+	c.Want(cfg.HTTPIdleTimeout >= 0, "HTTP_IDLE_TIMEOUT", cfg.HTTPIdleTimeout, "0 or positive")
+	c.Want(cfg.HTTPRequestTimeout > 0, "HTTP_REQUEST_TIMEOUT", cfg.HTTPRequestTimeout, "positive")
 	c.Want(cfg.StepAsideAfter >= 0, "STEP_ASIDE_AFTER", cfg.StepAsideAfter, "0 (never) or positive")
+	c.Want(cfg.MaxContent >= 1, "MAX_CONTENT", cfg.MaxContent, "at least 1")
+	c.Want(!strings.Contains(cfg.GatewayID, "|"), "GATEWAY_ID", cfg.GatewayID, "free of '|'")
 	if err := c.Err(); err != nil {
 		return cfg, err
-	}
-	switch {
-	case len(cfg.JWTSecret) < auth.MinSecretLen:
-		return cfg, fmt.Errorf("JWT_SECRET must be at least %d bytes", auth.MinSecretLen)
-	case cfg.AccessTTL <= 0 || cfg.RefreshTTL <= 0 || cfg.TicketTTL <= 0:
-		return cfg, fmt.Errorf("ACCESS_TTL, REFRESH_TTL and TICKET_TTL must be positive")
-	case cfg.HashConcurrency < 1:
-		return cfg, fmt.Errorf("HASH_CONCURRENCY must be at least 1")
-	case cfg.AuthRateLimit < 0 || cfg.AuthRateLimitIP < 0:
-		return cfg, fmt.Errorf("AUTH_RATE_LIMIT and AUTH_RATE_LIMIT_IP must not be negative")
-	case cfg.SendRate < 0 || cfg.SendBurst < 0:
-		return cfg, fmt.Errorf("SEND_RATE and SEND_BURST must not be negative")
-	case !slices.Contains(produce.Compressions, cfg.KafkaCompression):
-		return cfg, fmt.Errorf("KAFKA_COMPRESSION must be one of %s, not %q", strings.Join(produce.Compressions, ", "), cfg.KafkaCompression)
-	case cfg.KafkaMessageTimeout <= 0 || cfg.KafkaQueueMax < 1:
-		return cfg, fmt.Errorf("KAFKA_MESSAGE_TIMEOUT must be positive and KAFKA_QUEUE_MAX at least 1")
-	case cfg.WSMaxConns < 1 || cfg.WSMaxConnsPerUser < 1:
-		return cfg, fmt.Errorf("WS_MAX_CONNS and WS_MAX_CONNS_PER_USER must be at least 1")
-	case cfg.ReplicaMaxLag <= 0:
-		return cfg, fmt.Errorf("DATABASE_REPLICA_MAX_LAG must be positive")
-	case cfg.HTTPReadTimeout < 0 || cfg.HTTPIdleTimeout < 0:
-		return cfg, fmt.Errorf("HTTP_READ_TIMEOUT and HTTP_IDLE_TIMEOUT must not be negative")
-	case cfg.HTTPRequestTimeout <= 0:
-		return cfg, fmt.Errorf("HTTP_REQUEST_TIMEOUT must be positive")
-	case cfg.MaxContent < 1:
-		return cfg, fmt.Errorf("MAX_CONTENT must be at least 1")
-	case strings.Contains(cfg.GatewayID, "|"):
-		return cfg, fmt.Errorf("GATEWAY_ID must not contain '|'")
 	}
 	return cfg, nil
 }
