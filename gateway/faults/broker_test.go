@@ -24,11 +24,7 @@ func brokerDown(t *testing.T, down, msgTimeout time.Duration) (*workload, *resul
 	s.broker.Start(t)
 	healed := time.Now()
 	r.measure("broker_down_s", healed.Sub(stopped).Seconds())
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "broker_restart", healed)
+	w.verify(t, r, 3*time.Minute, "broker_restart", healed)
 	return w, r
 }
 

@@ -83,11 +83,7 @@ func TestFaultChaos(t *testing.T) {
 	r.measure("workers_stepped_aside", float64(asides))
 	t.Logf("chaos: %d faults in %v, at most %d at a time: %v; workers left the group %d times (STEP_ASIDE_AFTER)", faults, length, c.maxDown, c.counts, asides)
 
-	w.finish(t, 4*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "chaos_end", healed)
+	w.verify(t, r, 4*time.Minute, "chaos_end", healed)
 	if r.Acked < 100 {
 		t.Fatalf("only %d messages acked: the schedule left no time for traffic", r.Acked)
 	}

@@ -257,6 +257,18 @@ func (w *workload) ackedKeys() map[string]bool {
 	return acked
 }
 
+// verify ends a fault test: it finishes the workload (within limit), runs
+// checker 1–5 (check, then checkOffsets once the group has committed the
+// whole log) and records the recovery times from at under name.
+func (w *workload) verify(t *testing.T, r *result, limit time.Duration, name string, at time.Time) {
+	t.Helper()
+	w.finish(t, limit)
+	w.check(t, r)
+	w.s.waitCommitted(t, time.Minute)
+	w.s.checkOffsets(t)
+	w.recoveries(t, r, name, at)
+}
+
 // finish ends the workload and waits for the system to settle: a fence
 // message per room (sent after the fault healed, so a lost fan-out tail is
 // repaired by the gap it leaves), every acked message stored, every client

@@ -75,10 +75,6 @@ func TestFaultReconnectStorm(t *testing.T) {
 	second := time.Now()
 	time.Sleep(2 * time.Second)
 	s.gateways[1].Start(t)
-	w.finish(t, 4*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "first_storm", first)
+	w.verify(t, r, 4*time.Minute, "first_storm", first)
 	w.recoveries(t, r, "second_storm", second)
 }

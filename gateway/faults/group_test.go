@@ -36,11 +36,7 @@ func TestFaultRebalanceUnderLoad(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	_ = s.workers[1].Stop(t, syscall.SIGKILL)
 	killed := time.Now()
-	w.finish(t, 4*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "kill", killed)
+	w.verify(t, r, 4*time.Minute, "kill", killed)
 	r.measure("worker3_assignments", float64(third.LogCount("partitions assigned")))
 }
 
@@ -69,11 +65,7 @@ func TestFaultFirstStartWithBacklog(t *testing.T) {
 	r.recovery("start_to_backlog_stored", time.Since(started))
 	r.measure("backlog", float64(backlog))
 	t.Logf("backlog of %d acked messages stored %.2fs after the workers started", backlog, time.Since(started).Seconds())
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "workers_start", started)
+	w.verify(t, r, 3*time.Minute, "workers_start", started)
 }
 
 // TestFaultPoisonRecord writes records that can never be stored into a

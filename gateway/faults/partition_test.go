@@ -86,11 +86,7 @@ func workerCutOff(t *testing.T, from string) {
 	})
 	r.recovery("heal_to_rejoin", time.Since(healed))
 	w.stop()
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "heal", healed)
+	w.verify(t, r, 3*time.Minute, "heal", healed)
 	t.Logf("cut off from %s: worker-1 left the group %.1fs after the cut (%d time(s))", from, aside.Sub(cut).Seconds(), victim.LogCount("leaving the consumer group"))
 }
 
@@ -143,11 +139,7 @@ func TestFaultGatewayCutOffFromRedis(t *testing.T) {
 	})
 	r.recovery("heal_to_accepting", time.Since(healed))
 	w.stop()
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "heal", healed)
+	w.verify(t, r, 3*time.Minute, "heal", healed)
 	t.Logf("gw-1 stepped aside %.1fs after the cut", aside.Sub(cut).Seconds())
 }
 

@@ -32,11 +32,7 @@ func TestFaultRedisStoppedAndDataLost(t *testing.T) {
 	s.redis.Start(t)
 	healed := time.Now()
 	r.measure("redis_down_s", healed.Sub(stopped).Seconds())
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "redis_restart", healed)
+	w.verify(t, r, 3*time.Minute, "redis_restart", healed)
 	var closes []int
 	for _, c := range w.all {
 		c.mu.Lock()
@@ -71,10 +67,6 @@ func TestFaultRedisStreamsDeleted(t *testing.T) {
 		last = time.Now()
 	}
 	r.measure("streams_deleted", float64(deleted))
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "last_delete", last)
+	w.verify(t, r, 3*time.Minute, "last_delete", last)
 	t.Logf("deleted %d streams in 3 rounds", deleted)
 }

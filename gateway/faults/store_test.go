@@ -43,11 +43,7 @@ func TestFaultPostgresStoppedUnderLoad(t *testing.T) {
 	if during != 0 {
 		t.Errorf("%d partition assignments or revocations while PostgreSQL was down: workers must keep their partitions", during)
 	}
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "postgres_restart", healed)
+	w.verify(t, r, 3*time.Minute, "postgres_restart", healed)
 	failed := 0
 	for _, p := range s.workers {
 		failed += p.LogCount("store batch failed")
@@ -82,11 +78,7 @@ func TestFaultPostgresConnectionsKilled(t *testing.T) {
 	healed := time.Now()
 	r.measure("connections_killed", float64(killed))
 	t.Logf("terminated %d connections in 15 rounds", killed)
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "last_kill", healed)
+	w.verify(t, r, 3*time.Minute, "last_kill", healed)
 }
 
 // terminateSessions ends every session of database db but admin's own and

@@ -50,11 +50,7 @@ func killAt(t *testing.T, failpoint string) {
 	time.Sleep(2 * time.Second)
 	victim.Env = plain
 	victim.Start(t)
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "kill", killed)
+	w.verify(t, r, 3*time.Minute, "kill", killed)
 }
 
 // TestFaultWorkerKilledAfterCommit kills a worker after a batch's
@@ -139,11 +135,7 @@ func freezeAt(t *testing.T, failpoint string) {
 	})
 	time.Sleep(3 * time.Second)
 	w.stop()
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "wake", woke)
+	w.verify(t, r, 3*time.Minute, "wake", woke)
 	t.Logf("worker-1 after waking: %d failed store tries logged, assignment lost %d times, partitions assigned %d times",
 		victim.LogCount("store batch failed"), victim.LogCount("assignment lost"), victim.LogCount("partitions assigned"))
 }
@@ -191,10 +183,6 @@ func TestFaultWorkerStoppedWhileBrokerFrozen(t *testing.T) {
 	thaw()
 	healed := time.Now()
 	w.stop()
-	w.finish(t, 3*time.Minute)
-	w.check(t, r)
-	s.waitCommitted(t, time.Minute)
-	s.checkOffsets(t)
-	w.recoveries(t, r, "thaw", healed)
+	w.verify(t, r, 3*time.Minute, "thaw", healed)
 	t.Logf("worker-1 stopped %.1fs after SIGTERM with the broker frozen", took.Seconds())
 }
