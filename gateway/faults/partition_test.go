@@ -3,8 +3,8 @@
 package faults
 
 import (
-	"context"
 	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
@@ -146,24 +146,9 @@ func TestFaultGatewayCutOffFromRedis(t *testing.T) {
 // storedPerRoom counts the stored messages of each room (by room id).
 func (s *stack) storedPerRoom(t *testing.T) map[string]int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rows, err := s.db.Pool.Query(ctx, `SELECT room_id::text, count(*) FROM messages GROUP BY room_id`)
-	if err != nil {
-		t.Fatalf("count messages: %v", err)
-	}
-	defer rows.Close()
 	out := map[string]int{}
-	for rows.Next() {
-		var room string
-		var n int
-		if err := rows.Scan(&room, &n); err != nil {
-			t.Fatal(err)
-		}
-		out[room] = n
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+	for _, row := range s.storedRows(t) {
+		out[strconv.FormatInt(row.room, 10)]++
 	}
 	return out
 }
