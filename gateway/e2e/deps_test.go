@@ -1,10 +1,7 @@
 package e2e_test
 
 import (
-	"fmt"
 	"net/http"
-	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -25,13 +22,8 @@ import (
 func TestDependenciesDown(t *testing.T) {
 	pg := testenv.StartPGServer(t)
 	db := pg.Database()
-	port := testenv.FreePort(t)
-	redisAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	rs := &testenv.Service{Name: "redis", Bin: "redis-server", Addr: redisAddr, Ready: "tcp",
-		Args: []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()},
-		Log:  filepath.Join(t.TempDir(), "redis.log")}
-	rs.Start(t)
-	t.Cleanup(func() { _ = rs.Stop(t, syscall.SIGKILL) })
+	rs := testenv.StartRedisServer(t, t.TempDir())
+	redisAddr := rs.Addr
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	t.Cleanup(func() { rdb.Close() })
 	g := startOn(t, db, redisAddr, rdb, "e2e:", "HTTP_REQUEST_TIMEOUT=1s")

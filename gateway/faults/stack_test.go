@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -75,14 +74,9 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	}
 	redisAddr := testenv.RedisAddr()
 	if o.privateRedis {
-		port := testenv.FreePort(t)
-		redisAddr = fmt.Sprintf("127.0.0.1:%d", port)
-		dir := t.TempDir()
 		// No persistence: a restart starts empty (the stream data is lost).
-		s.redis = &proc{Name: "redis", Bin: "redis-server", Addr: redisAddr, Ready: "tcp",
-			Args: []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir},
-			Log:  filepath.Join(s.logDir, "redis.log")}
-		s.redis.Start(t)
+		s.redis = testenv.StartRedisServer(t, s.logDir)
+		redisAddr = s.redis.Addr
 		s.rdb = redis.NewClient(&redis.Options{Addr: redisAddr})
 		t.Cleanup(func() { s.rdb.Close() })
 		s.prefix = "rooms:"
